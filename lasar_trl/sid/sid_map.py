@@ -1,0 +1,267 @@
+"""Item id -> Semantic ID: the map every stage, checkpoint and evaluation shares (DESIGN.md sec. 3).
+
+A SID is a tuple of tokens `<letter_code>`, one letter per level (`<a_12><b_200><c_7><d_3>`).
+Every SID in a map has the same length and names exactly one item; the last level
+disambiguates items whose quantised codes collide.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+TOKEN_RE = re.compile(r"<([a-z]+)_(\d+)>")
+SID_RE = re.compile(r"(?:<[a-z]+_\d+>)+")
+LEVEL_LETTERS = string.ascii_lowercase
+MAP_FILE = "sid_map.json"
+STATS_FILE = "sid_stats.json"
+
+
+def sorted_item_ids(item_ids: Iterable[str]) -> list[str]:
+    """Deterministic item order: numeric when every id is digits ("2" < "10"), else as strings."""
+    ids = list(item_ids)
+    if all(item.isdigit() for item in ids):
+        return sorted(ids, key=lambda item: (int(item), item))
+    return sorted(ids)
+
+
+def _token_key(token: str) -> tuple[str, int]:
+    letter, code = TOKEN_RE.fullmatch(token).groups()
+    return letter, int(code)
+
+
+def _check_tokens(tokens: Mapping[str, tuple[str, ...]], where: str, *, unique: bool = True) -> None:
+    """Raise ValueError naming `where` and the item unless all SIDs are well formed, equally long and unique."""
+    if not tokens:
+        raise ValueError(f"{where}: the SID map has no items")
+    first_item, first_sid = next(iter(tokens.items()))
+    owner: dict[str, str] = {}
+    for item, sid in tokens.items():
+        for token in sid:
+            if not TOKEN_RE.fullmatch(token):
+                raise ValueError(f"{where}: item {item!r} has malformed SID token {token!r} (expected <letter_code>)")
+        if len(sid) != len(first_sid):
+            raise ValueError(
+                f"{where}: item {item!r} has {len(sid)} SID tokens but item {first_item!r} has "
+                f"{len(first_sid)}; all SIDs of a map have the same length"
+            )
+        sid_string = "".join(sid)
+        if unique and sid_string in owner:
+            raise ValueError(
+                f"{where}: items {owner[sid_string]!r} and {item!r} share SID {sid_string}; "
+                "SIDs must be unique (build the map with a disambiguation level)"
+            )
+        owner[sid_string] = item
+
+
+def _collision_groups(tokens: Mapping[str, tuple[str, ...]]) -> Counter[str]:
+    """SID string -> number of items carrying it."""
+    return Counter("".join(sid) for sid in tokens.values())
+
+
+def _disambiguate(tokens: Mapping[str, tuple[str, ...]], letter: str, size: int) -> dict[str, tuple[str, ...]]:
+    """Append `<letter_j>` to every SID, j = rank of the item among those sharing its SID (item order)."""
+    groups = _collision_groups(tokens)
+    sid_string, largest = groups.most_common(1)[0]
+    if largest > size:
+        raise ValueError(
+            f"{largest} items share SID {sid_string}, more than the disambiguation codebook size {size}; "
+            "raise codebook_size or levels, or check for items with empty or identical text"
+        )
+    seen: Counter[str] = Counter()
+    result = {}
+    for item, sid in tokens.items():
+        sid_string = "".join(sid)
+        result[item] = (*sid, f"<{letter}_{seen[sid_string]}>")
+        seen[sid_string] += 1
+    return result
+
+
+def _describe(before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[str, ...]]) -> dict:
+    """Stats of a map `after` built from possibly colliding SIDs `before` (same items)."""
+    groups = _collision_groups(before)
+    shared = [count for count in groups.values() if count > 1]
+    levels = len(next(iter(before.values())))
+    sid_length = len(next(iter(after.values())))
+    return {
+        "num_items": len(after),
+        "sid_length": sid_length,
+        "levels": levels,
+        "disambiguation_level": sid_length > levels,
+        "codes_used_per_level": [len({sid[level] for sid in after.values()}) for level in range(sid_length)],
+        "shared_sids": len(shared),
+        "items_in_shared_sids": sum(shared),
+        "max_items_per_sid": max(groups.values()),
+    }
+
+
+def _write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON to a temp file in the target folder, then rename: readers never see half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class SidMap:
+    """Item id -> Semantic ID tokens; all SIDs unique and of one length (`sid_length`).
+
+    `stats` (JSON-ready dict) says how the map was made: num_items, sid_length, levels
+    (quantisation levels before disambiguation), disambiguation_level (bool),
+    codes_used_per_level (distinct tokens at each SID position), shared_sids and
+    items_in_shared_sids (collisions before disambiguation), max_items_per_sid (largest
+    collision group, 1 when none); builders add embedding_source and its settings.
+    """
+
+    def __init__(self, tokens: Mapping[str, Sequence[str]], stats: dict | None = None, *, where: str = "SidMap"):
+        self._tokens = {str(item): tuple(sid) for item, sid in tokens.items()}
+        _check_tokens(self._tokens, where)
+        self._by_sid = {"".join(sid): item for item, sid in self._tokens.items()}
+        self.stats = stats if stats is not None else _describe(self._tokens, self._tokens)
+
+    @classmethod
+    def from_codes(
+        cls, item_ids: Sequence[str], codes: torch.Tensor, *, disambiguate: bool = True, disambiguation_size: int = 256
+    ) -> SidMap:
+        """Tokens `<a_i><b_j><c_k>` from codes (n, L) long, row r for item_ids[r].
+
+        With `disambiguate`, every item gets one more level (`<d_0>` for the first item of
+        a code tuple in item order, `<d_1>` for the second, ...), so all SIDs are unique
+        and L + 1 long even where nothing collides: the length stays a fixed property of
+        the build settings. Without it, colliding codes are an error.
+        """
+        if codes.ndim != 2 or codes.shape[0] != len(item_ids):
+            raise ValueError(f"codes must be (num_items={len(item_ids)}, levels), got {tuple(codes.shape)}")
+        if len(set(item_ids)) != len(item_ids):
+            raise ValueError("item_ids contain duplicates")
+        levels = codes.shape[1]
+        if levels + disambiguate > len(LEVEL_LETTERS):
+            raise ValueError(f"at most {len(LEVEL_LETTERS)} SID levels, got {levels + disambiguate}")
+        before = {
+            str(item): tuple(f"<{LEVEL_LETTERS[level]}_{code}>" for level, code in enumerate(row))
+            for item, row in zip(item_ids, codes.tolist())
+        }
+        after = _disambiguate(before, LEVEL_LETTERS[levels], disambiguation_size) if disambiguate else before
+        return cls(after, _describe(before, after))
+
+    @classmethod
+    def from_shipped(cls, shipped: Mapping[str, Sequence[str]], *, disambiguation_size: int = 256) -> SidMap:
+        """A precomputed map (LETTER: 4 tokens, MiniOneRec: 3) kept as shipped when its SIDs are unique.
+
+        When some items share a SID, every item gets one more level, named by the letter
+        after the last letter the map uses (`<d_j>` after `<c_*>`), numbered in item order
+        (`sorted_item_ids`); the collisions are logged and kept in `stats`.
+        """
+        before = {item: tuple(shipped[item]) for item in sorted_item_ids(shipped)}
+        _check_tokens(before, "shipped SID map", unique=False)
+        groups = _collision_groups(before)
+        if max(groups.values()) == 1:
+            return cls(before, _describe(before, before))
+        letters = {TOKEN_RE.fullmatch(token).group(1) for sid in before.values() for token in sid}
+        last = max(letters)
+        if any(len(letter) > 1 for letter in letters) or last == LEVEL_LETTERS[-1]:
+            raise ValueError(f"shipped SID map uses level names {sorted(letters)}: no next letter to disambiguate with")
+        letter = LEVEL_LETTERS[LEVEL_LETTERS.index(last) + 1]
+        after = _disambiguate(before, letter, disambiguation_size)
+        sid_map = cls(after, _describe(before, after))
+        logger.info(
+            "shipped SID map: %d SIDs shared by %d items; appended disambiguation level <%s_*>",
+            sid_map.stats["shared_sids"], sid_map.stats["items_in_shared_sids"], letter,
+        )
+        return sid_map
+
+    @property
+    def sid_length(self) -> int:
+        """Tokens per SID (3 or 4 for imported maps, levels + 1 for built ones)."""
+        return len(next(iter(self._tokens.values())))
+
+    @property
+    def item_ids(self) -> list[str]:
+        return list(self._tokens)
+
+    @property
+    def items_by_sid(self) -> Mapping[str, str]:
+        """SID string -> item id (read-only): decodes a generated SID back to its item."""
+        return MappingProxyType(self._by_sid)
+
+    def __getitem__(self, item_id: str) -> tuple[str, ...]:
+        return self._tokens[item_id]
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._tokens
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SidMap):
+            return NotImplemented
+        return self._tokens == other._tokens
+
+    def __repr__(self) -> str:
+        return f"SidMap({len(self)} items, sid_length={self.sid_length})"
+
+    def sid(self, item_id: str) -> str:
+        """The item's SID as text, e.g. "<a_12><b_200><c_7><d_3>"."""
+        return "".join(self._tokens[item_id])
+
+    def all_tokens(self) -> list[str]:
+        """Distinct SID tokens by level letter then code (`<a_2>` before `<a_10>`): rows to add to a tokenizer."""
+        return sorted({token for sid in self._tokens.values() for token in sid}, key=_token_key)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write `path/sid_map.json` (flat object item id -> SID string) and `path/sid_stats.json`."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(folder / MAP_FILE, {item: "".join(sid) for item, sid in self._tokens.items()})
+        _write_json_atomic(folder / STATS_FILE, self.stats)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SidMap:
+        """Read a folder holding `sid_map.json` (or that file itself); `sid_stats.json` beside it if present."""
+        file = Path(path)
+        if file.is_dir():
+            file = file / MAP_FILE
+        raw = _read_json_object(file)
+        tokens = {}
+        for item, sid_string in raw.items():
+            if not isinstance(sid_string, str) or not SID_RE.fullmatch(sid_string):
+                raise ValueError(f"{file}: item {item!r} has malformed SID {sid_string!r} (expected <a_1><b_2>...)")
+            tokens[item] = tuple(match.group(0) for match in TOKEN_RE.finditer(sid_string))
+        stats_file = file.parent / STATS_FILE
+        stats = _read_json_object(stats_file) if stats_file.exists() else None
+        return cls(tokens, stats, where=str(file))
+
+
+def _read_json_object(file: Path) -> dict:
+    """A JSON object from `file`; errors name the file (bad JSON, not an object, repeated keys)."""
+
+    def no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+        keys = Counter(key for key, _ in pairs)
+        repeated = [key for key, count in keys.items() if count > 1]
+        if repeated:
+            raise ValueError(f"{file}: key {repeated[0]!r} appears more than once")
+        return dict(pairs)
+
+    try:
+        obj = json.loads(file.read_text(encoding="utf-8"), object_pairs_hook=no_repeated_keys)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not valid JSON ({error})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(obj).__name__}")
+    return obj

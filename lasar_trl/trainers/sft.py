@@ -1,0 +1,67 @@
+"""Stage-1 trainer: stock SFT plus what a recommender checkpoint needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from transformers.trainer_utils import rotate_checkpoints
+from trl import SFTTrainer
+
+from ..sid.sid_map import SidMap
+
+STAGING_DIR = ".staging"
+
+
+class SidSFTTrainer(SFTTrainer):
+    """`trl.SFTTrainer` that saves the SID map beside every model it writes, and
+    writes checkpoints atomically.
+
+    A checkpoint is written into `output_dir/.staging/checkpoint-N` and renamed
+    to `output_dir/checkpoint-N` only once complete, so a crash mid-save never
+    leaves a half-written `checkpoint-N` for `--resume_from_checkpoint` to pick.
+    """
+
+    def __init__(self, *args, sid_map: SidMap, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sid_map = sid_map
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Save into a staging folder, then move each file into place (each file
+        appears whole or not at all); the SID map comes last."""
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".save-", dir=output_dir)
+        try:
+            super()._save(staging, state_dict)
+            for name in os.listdir(staging):
+                os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.sid_map.save(output_dir)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self._get_output_dir(trial=trial)
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        self._get_output_dir = lambda trial=None: staging_root  # super() writes into staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            name = f"checkpoint-{self.state.global_step}"
+            final = os.path.join(run_dir, name)
+            if os.path.isdir(final):  # re-saving the same step (e.g. after resume)
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
+                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(staging_root, run_dir)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+            )
+        self.accelerator.wait_for_everyone()

@@ -1,0 +1,83 @@
+"""Stage 1: ground the SID tokens with plain SFT, then evaluate.
+
+    accelerate launch recipes/sft_stage1.py --config recipes/sft_stage1.yaml
+
+Layout `P <bot> SID <eos>` (N = 0 latent steps), loss on completions only,
+task mix of DESIGN.md section 4. Saves model, tokenizer and sid_map.json.
+"""
+
+import logging
+import os
+
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
+
+from lasar_trl.configs import RecScriptArguments, default_model
+from lasar_trl.data import load_dataset_spec
+from lasar_trl.data.tasks import check_items_known, recommendation_dataset, stage1_dataset
+from lasar_trl.modeling.loading import resolve_model_path
+from lasar_trl.pipeline import evaluate_and_report, prepare_sid_map
+from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.trainers.sft import SidSFTTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def main(script_args: RecScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
+    set_seed(training_args.seed)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+    # Data and SIDs.
+    data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
+    model_path = resolve_model_path(default_model(model_args.model_name_or_path))
+    sid_map = prepare_sid_map(script_args, data, model_path, training_args.output_dir)
+    check_items_known(data, sid_map)
+
+    # Model with the SID vocabulary.
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, revision=model_args.model_revision, dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+    )
+    added = add_sid_tokens(model, tokenizer, sid_map)
+    logger.info("Added %d tokens (SID codes and <bot>); vocabulary is now %d", added, len(tokenizer))
+
+    train_dataset = stage1_dataset(data, sid_map, seed=training_args.seed).shuffle(seed=training_args.seed)
+    if script_args.max_train_samples:
+        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = recommendation_dataset(data.splits["validation"], sid_map).select_columns(["prompt", "completion"])
+
+    trainer = SidSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        sid_map=sid_map,
+    )
+
+    # Resume from the last complete checkpoint of this run, or the one given.
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+
+    if trainer.accelerator.is_main_process:
+        evaluate_and_report(
+            trainer.model, tokenizer, sid_map, data, script_args, label="stage1 (N=0)",
+            output_json=os.path.join(training_args.output_dir, "eval_results.json"),
+        )
+
+
+if __name__ == "__main__":
+    parser = TrlParser((RecScriptArguments, SFTConfig, ModelConfig))
+    main(*parser.parse_args_and_config())

@@ -1,0 +1,70 @@
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real datasets of ../shared/data (or $LASAR_SHARED_DATA); skips when absent."""
+    root = Path(os.environ.get("LASAR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"shared data not found at {root} (set LASAR_SHARED_DATA to its location)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def smol_path() -> str:
+    """The embedded SmolLM2-135M converted to an HF folder (once per machine, ~1 min)."""
+    from lasar_trl.modeling.loading import EMBEDDED_MODEL, embedded_gguf_path, resolve_model_path
+
+    try:
+        embedded_gguf_path()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return resolve_model_path(EMBEDDED_MODEL)
+
+
+@pytest.fixture
+def smol_tokenizer(smol_path):
+    """The real SmolLM2 tokenizer: pad == eos (<|im_end|>), as the pitfall needs."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smol_path)
+
+
+@pytest.fixture
+def tiny_sid_map():
+    """40 items with 3 random codes of 4 values each, plus the disambiguation level."""
+    import torch
+
+    from lasar_trl.sid import SidMap
+
+    codes = torch.randint(0, 4, (40, 3), generator=torch.Generator().manual_seed(0))
+    return SidMap.from_codes([str(i) for i in range(40)], codes)
+
+
+def make_tiny_model(tokenizer, seed: int = 0):
+    """A 2-layer random Llama with the real tokenizer's vocabulary."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.fixture
+def tiny_recommender(smol_tokenizer, tiny_sid_map):
+    """(model, tokenizer, sid_map): a tiny random model that knows the SID tokens."""
+    from lasar_trl.sid.tokenizer import add_sid_tokens
+
+    model = make_tiny_model(smol_tokenizer)
+    add_sid_tokens(model, smol_tokenizer, tiny_sid_map)
+    model.eval()
+    return model, smol_tokenizer, tiny_sid_map
