@@ -70,5 +70,7 @@ def evaluate_and_report(
     )
     print(format_table(results, title), flush=True)
     if output_json:
-        write_json_atomic(output_json, {"dataset": data.name, "split": script_args.eval_split, "results": results})
+        payload = {**results[label], "variant": label, "dataset": data.name, "split": script_args.eval_split}
+        payload["baselines"] = {"most-popular": results["most-popular"]}
+        write_json_atomic(output_json, payload)
     return results

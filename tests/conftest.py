@@ -68,3 +68,24 @@ def tiny_recommender(smol_tokenizer, tiny_sid_map):
     add_sid_tokens(model, smol_tokenizer, tiny_sid_map)
     model.eval()
     return model, smol_tokenizer, tiny_sid_map
+
+
+@pytest.fixture
+def tiny_recbole_dir(tmp_path):
+    """A small RecBole atomic dataset with titles: 30 items, 12 users x 8 interactions."""
+    import random
+
+    rng = random.Random(0)
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    genres = ["Comedy", "Drama", "Action", "Horror", "Romance"]
+    items = [f"{i}\tMovie number {i}\t{genres[i % 5]}" for i in range(1, 31)]
+    (folder / "tiny.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n" + "\n".join(items) + "\n")
+    rows = []
+    for user in range(1, 13):
+        for step, item in enumerate(rng.sample(range(1, 31), 8)):
+            rows.append(f"{user}\t{item}\t4\t{1000 * user + step}")
+    (folder / "tiny.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "\n".join(rows) + "\n"
+    )
+    return folder

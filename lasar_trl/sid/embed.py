@@ -45,16 +45,20 @@ def item_text(fields: dict[str, str]) -> str:
 
 
 @torch.inference_mode()
-def embed_texts(texts: list[str], model_path: str | None = None, batch_size: int = 64) -> Tensor:
-    """Sentence embeddings (n, d), float32, L2-normalised: mean of the last hidden states over real tokens.
+def embed_texts(
+    texts: list[str], model_path: str | None = None, batch_size: int = 64, *, device: str | None = None
+) -> Tensor:
+    """Sentence embeddings (n, d) on CPU, float32, L2-normalised: mean of the last hidden states over real tokens.
 
-    `model_path`: a local folder or hub id; None = the packaged all-MiniLM-L6-v2. Runs on
-    CPU in float32, texts batched shortest first (less padding); the same texts give the
-    same embeddings.
+    `model_path`: a local folder or hub id; None = the packaged all-MiniLM-L6-v2. `device`:
+    None = CUDA when available (MiniLM reads about 20 texts/s on 2 CPU cores), else CPU.
+    float32, texts batched shortest first (less padding); the same texts on the same
+    device give the same embeddings.
     """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = model_path or default_encoder_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     embeddings = torch.empty(len(texts), model.config.hidden_size)
     for start in range(0, len(texts), batch_size):
@@ -62,10 +66,10 @@ def embed_texts(texts: list[str], model_path: str | None = None, batch_size: int
         batch = tokenizer(
             [texts[i] for i in rows], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
         )
-        hidden = model(**batch).last_hidden_state  # (B, T, D)
+        hidden = model(**batch.to(device)).last_hidden_state  # (B, T, D)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-        embeddings[rows] = F.normalize(pooled, dim=-1)
+        embeddings[rows] = F.normalize(pooled, dim=-1).cpu()
     return embeddings
 
 

@@ -20,10 +20,11 @@ def _nearest(points: Tensor, point_norms: Tensor, centroids: Tensor) -> tuple[Te
 
     points (m, d), point_norms (m,) = ||points||^2 (constant, so computed once), centroids (k, d).
     """
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2: one (m, k) matmul instead of an (m, k, d) tensor.
-    dist = torch.addmm(point_norms[:, None] + centroids.square().sum(1), points, centroids.T, alpha=-2)
-    min_dist, assignment = dist.min(dim=1)
-    return min_dist.clamp_min(0), assignment
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2: one (m, k) matmul instead of an (m, k, d) tensor;
+    # ||x||^2 does not change the argmin, so it is added after the min.
+    partial = torch.addmm(centroids.square().sum(1), points, centroids.T, alpha=-2)  # (m, k)
+    min_partial, assignment = partial.min(dim=1)
+    return (min_partial + point_norms).clamp_min(0), assignment
 
 
 def _kmeans_plus_plus(
@@ -76,9 +77,9 @@ def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int) -> tuple[Tensor, Te
     if k < 1:
         raise ValueError(f"kmeans needs k >= 1, got {k}")
     points, inverse, counts = torch.unique(x.float(), dim=0, return_inverse=True, return_counts=True)
-    weights = counts.double()
+    weights = counts.float()  # exact up to 2^24 copies of a point
     point_norms = points.square().sum(1)
-    weighted_points = points.double() * weights[:, None]  # (m, d) float64: exact-ish centroid sums
+    weighted_points = points.double() * counts[:, None]  # (m, d) float64 for the centroid sums
     k = min(k, points.shape[0])
     generator = torch.Generator().manual_seed(seed)
     centroids = points[_kmeans_plus_plus(points, point_norms, weights, k, generator)]
@@ -91,7 +92,7 @@ def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int) -> tuple[Tensor, Te
         assignment = new_assignment
         sums = torch.zeros(k, points.shape[1], dtype=torch.float64)
         sums.index_add_(0, assignment, weighted_points)
-        mass = torch.zeros(k, dtype=torch.float64).index_add_(0, assignment, weights)
+        mass = torch.zeros(k, dtype=torch.float64).index_add_(0, assignment, counts.double())
         filled = mass > 0
         centroids = torch.where(filled[:, None], sums / mass.clamp_min(1)[:, None], centroids.double()).float()
         empty = (~filled).nonzero().squeeze(1)

@@ -145,6 +145,8 @@ class SidMap:
         and L + 1 long even where nothing collides: the length stays a fixed property of
         the build settings. Without it, colliding codes are an error.
         """
+        if not item_ids:
+            raise ValueError("from_codes: no items")
         if codes.ndim != 2 or codes.shape[0] != len(item_ids):
             raise ValueError(f"codes must be (num_items={len(item_ids)}, levels), got {tuple(codes.shape)}")
         if len(set(item_ids)) != len(item_ids):

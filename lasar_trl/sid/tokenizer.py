@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
-from tokenizers import AddedToken
+import torch
+from transformers import AddedToken
 
 from .sid_map import SidMap
 
 BOT_TOKEN = "<bot>"
 
 
-def add_sid_tokens(model, tokenizer, sid_map: SidMap) -> int:
+def add_sid_tokens(model, tokenizer, sid_map: SidMap, seed: int = 0) -> int:
     """Add SID tokens (ordinary) and `<bot>` (special); resize embeddings. Returns tokens added.
 
     SID tokens are not special so that `batch_decode(skip_special_tokens=True)`
-    (used by TRL) keeps them. New embedding and LM-head rows are drawn from the
-    mean and covariance of the existing rows (`mean_resizing`), so they start
-    in the region the model already knows instead of at random init.
+    (used by TRL) keeps them. New embedding and (untied) LM-head rows are drawn
+    from a Gaussian with the per-dimension mean and std of the existing rows:
+    they look like ordinary token embeddings yet differ from each other.
+    (transformers' `mean_resizing` samples with a 1e-9-scaled covariance, which
+    makes every new row nearly the mean row.)
     """
     vocab = tokenizer.get_vocab()
     new_tokens = [token for token in sid_map.all_tokens() if token not in vocab]
     added = tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in new_tokens])
     if BOT_TOKEN not in vocab:
         added += tokenizer.add_tokens([AddedToken(BOT_TOKEN, normalized=False, special=True)], special_tokens=True)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    old_size = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > old_size:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        generator = torch.Generator().manual_seed(seed)
+        embeddings = [model.get_input_embeddings()]
+        if not model.config.get_text_config().tie_word_embeddings:
+            embeddings.append(model.get_output_embeddings())
+        for module in embeddings:
+            _init_like_existing_rows(module.weight, old_size, generator)
     return added
+
+
+@torch.no_grad()
+def _init_like_existing_rows(weight: torch.Tensor, old_size: int, generator: torch.Generator) -> None:
+    """Rows old_size.. ~ N(mean, diag(std^2)) of rows ..old_size. weight: (V, H)."""
+    old = weight[:old_size].float()
+    noise = torch.randn(weight.shape[0] - old_size, weight.shape[1], generator=generator)
+    weight[old_size:] = (old.mean(0) + old.std(0) * noise.to(old.device)).to(weight.dtype)
