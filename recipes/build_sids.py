@@ -1,7 +1,7 @@
 """Build the Semantic ID map of a dataset and save it for training and evaluation.
 
     python recipes/build_sids.py --dataset ml-100k --output_dir outputs/sids/ml-100k
-    python recipes/build_sids.py --dataset letter:../shared/data/beauty_p5_letter --output_dir DIR --use_shipped
+    python recipes/build_sids.py --dataset letter:DATA/beauty_p5_letter --output_dir DIR --use_shipped
 
 Writes DIR/sid_map.json (item id -> SID string) and DIR/sid_stats.json, and prints the stats.
 """
@@ -19,14 +19,17 @@ from lasar_trl.sid import build_sid_map
 @dataclass
 class BuildSidsArguments:
     dataset: str = field(
-        metadata={"help": "Dataset spec: ml-100k, recbole:DIR, minionerec:DIR, letter:DIR, p5:DIR or amazon:DIR."}
+        metadata={"help": "Dataset: ml-100k, recbole:DIR, minionerec:DIR, letter:DIR, p5:DIR or amazon:DIR."},
     )
     output_dir: str = field(metadata={"help": "Folder for sid_map.json and sid_stats.json."})
     levels: int = field(default=3, metadata={"help": "RQ-KMeans levels before the disambiguation level."})
-    codebook_size: int = field(default=256, metadata={"help": "Codes per level, disambiguation level included."})
+    codebook_size: int = field(
+        default=256, metadata={"help": "Codes per level, the disambiguation level included."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of k-means++ and of the interaction SVD."})
     use_shipped: bool = field(
-        default=False, metadata={"help": "Use the SID map shipped with the data (LETTER, MiniOneRec) if there is one."}
+        default=False,
+        metadata={"help": "Use the SID map shipped with the data (LETTER, MiniOneRec) when there is one."},
     )
     encoder: str | None = field(
         default=None,

@@ -96,7 +96,9 @@ def test_from_codes_appends_one_disambiguation_level_in_item_order():
     ]
     assert sid_map["9"] == ("<a_0>", "<b_0>", "<c_0>", "<d_0>")
     assert sid_map.items_by_sid["<a_1><b_2><c_3><d_2>"] == "1"
-    assert sid_map.all_tokens() == ["<a_0>", "<a_1>", "<b_0>", "<b_2>", "<c_0>", "<c_3>", "<d_0>", "<d_1>", "<d_2>"]
+    assert sid_map.all_tokens() == [
+        "<a_0>", "<a_1>", "<b_0>", "<b_2>", "<c_0>", "<c_3>", "<d_0>", "<d_1>", "<d_2>"
+    ]
     assert sid_map.stats == {
         "num_items": 4,
         "sid_length": 4,
@@ -213,7 +215,11 @@ def test_item_text_orders_fields_and_skips_empty_ones():
 
 @needs_minilm
 def test_embed_texts_with_packaged_minilm():
-    texts = ["red running shoes for men", "men's red sneakers for jogging", "stainless steel kitchen knife set"]
+    texts = [
+        "red running shoes for men",
+        "men's red sneakers for jogging",
+        "stainless steel kitchen knife set",
+    ]
     embeddings = embed_texts(texts, batch_size=2)
     assert embeddings.shape == (3, 384) and embeddings.dtype == torch.float32
     torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(3))
@@ -223,11 +229,14 @@ def test_embed_texts_with_packaged_minilm():
 
 
 def test_interaction_embeddings_shape_determinism_and_unseen_items():
-    sequences = {"u1": ["a", "b"], "u2": ["a", "b", "b"], "u3": ["c", "d"], "u4": ["d", "c"], "u5": ["a", "b", "c"]}
+    sequences = {
+        "u1": ["a", "b"], "u2": ["a", "b", "b"], "u3": ["c", "d"], "u4": ["d", "c"], "u5": ["a", "b", "c"]
+    }
     items = ["a", "b", "c", "d", "never"]
     embeddings = interaction_embeddings(sequences, items, dim=8, seed=0)
     assert embeddings.shape == (5, 8)
-    assert torch.equal(embeddings, interaction_embeddings(dict(reversed(sequences.items())), items, dim=8, seed=0))
+    reordered = dict(reversed(sequences.items()))
+    assert torch.equal(embeddings, interaction_embeddings(reordered, items, dim=8, seed=0))
     assert torch.equal(embeddings[4], torch.zeros(8))
     torch.testing.assert_close(embeddings[:4].norm(dim=1), torch.ones(4))
     assert embeddings[0] @ embeddings[1] > embeddings[0] @ embeddings[3]
@@ -298,4 +307,5 @@ def test_real_shipped_maps_are_disambiguated(relative, length, shared_sids, item
     assert len(sid_map.items_by_sid) == len(shipped) == sid_map.stats["num_items"]
     # The shipped tokens stay a prefix; only the 2nd, 3rd, ... item of a shared SID gets a code above 0.
     assert all(sid_map[item][:length] == tuple(tokens) for item, tokens in shipped.items())
-    assert sum(not sid_map[item][-1].endswith("_0>") for item in shipped) == items_in_shared_sids - shared_sids
+    renumbered = sum(not sid_map[item][-1].endswith("_0>") for item in shipped)
+    assert renumbered == items_in_shared_sids - shared_sids

@@ -33,7 +33,7 @@ def default_encoder_path() -> str:
 
 
 def item_text(fields: dict[str, str]) -> str:
-    """One line to embed: title; brand; categories; description (cut to DESCRIPTION_CHARS), empty ones skipped."""
+    """Text to embed: "title; brand; categories; description", empty fields skipped, description cut."""
     parts = []
     for name in TEXT_FIELDS:
         value = " ".join(str(fields.get(name) or "").split())  # collapse newlines and runs of spaces
@@ -48,7 +48,7 @@ def item_text(fields: dict[str, str]) -> str:
 def embed_texts(
     texts: list[str], model_path: str | None = None, batch_size: int = 64, *, device: str | None = None
 ) -> Tensor:
-    """Sentence embeddings (n, d) on CPU, float32, L2-normalised: mean of the last hidden states over real tokens.
+    """Sentence embeddings (n, d) on CPU, float32, L2-normalised: mean last hidden state over real tokens.
 
     `model_path`: a local folder or hub id; None = the packaged all-MiniLM-L6-v2. `device`:
     None = CUDA when available (MiniLM reads about 20 texts/s on 2 CPU cores), else CPU.
@@ -64,7 +64,11 @@ def embed_texts(
     for start in range(0, len(texts), batch_size):
         rows = order[start : start + batch_size]
         batch = tokenizer(
-            [texts[i] for i in rows], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+            [texts[i] for i in rows],
+            padding=True,
+            truncation=True,
+            max_length=MAX_LENGTH,
+            return_tensors="pt",
         )
         hidden = model(**batch.to(device)).last_hidden_state  # (B, T, D)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
@@ -92,7 +96,8 @@ def interaction_embeddings(
     if not items:
         raise ValueError("interaction_embeddings: no interaction names any of the given items")
     matrix = torch.sparse_coo_tensor(
-        torch.tensor([users, items]), torch.ones(len(items), dtype=torch.float64),
+        torch.tensor([users, items]),
+        torch.ones(len(items), dtype=torch.float64),
         (len(sequences), len(item_ids)),
         check_invariants=True,
     ).coalesce()

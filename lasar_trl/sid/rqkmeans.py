@@ -30,7 +30,7 @@ def _nearest(points: Tensor, point_norms: Tensor, centroids: Tensor) -> tuple[Te
 def _kmeans_plus_plus(
     points: Tensor, point_norms: Tensor, weights: Tensor, k: int, generator: torch.Generator
 ) -> Tensor:
-    """Greedy k-means++ seeding over distinct `points` (m, d) with multiplicities `weights` (m,): indices (k,).
+    """Greedy k-means++ seeds among distinct `points` (m, d) of multiplicity `weights` (m,): indices (k,).
 
     Each step draws 2 + ln(k) candidates by D^2 sampling and keeps the one that lowers the
     total squared distance most (Arthur & Vassilvitskii 2007, sec. 6; scikit-learn's
@@ -94,7 +94,8 @@ def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int) -> tuple[Tensor, Te
         sums.index_add_(0, assignment, weighted_points)
         mass = torch.zeros(k, dtype=torch.float64).index_add_(0, assignment, counts.double())
         filled = mass > 0
-        centroids = torch.where(filled[:, None], sums / mass.clamp_min(1)[:, None], centroids.double()).float()
+        means = sums / mass.clamp_min(1)[:, None]
+        centroids = torch.where(filled[:, None], means, centroids.double()).float()
         empty = (~filled).nonzero().squeeze(1)
         if empty.numel():
             farthest = torch.sort(min_dist, descending=True, stable=True).indices[: empty.numel()]

@@ -42,7 +42,7 @@ def _token_key(token: str) -> tuple[str, int]:
 
 
 def _check_tokens(tokens: Mapping[str, tuple[str, ...]], where: str, *, unique: bool = True) -> None:
-    """Raise ValueError naming `where` and the item unless all SIDs are well formed, equally long and unique."""
+    """Raise ValueError naming `where` and the item unless SIDs are well formed, equally long, unique."""
     if not tokens:
         raise ValueError(f"{where}: the SID map has no items")
     first_item, first_sid = next(iter(tokens.items()))
@@ -50,7 +50,9 @@ def _check_tokens(tokens: Mapping[str, tuple[str, ...]], where: str, *, unique: 
     for item, sid in tokens.items():
         for token in sid:
             if not TOKEN_RE.fullmatch(token):
-                raise ValueError(f"{where}: item {item!r} has malformed SID token {token!r} (expected <letter_code>)")
+                raise ValueError(
+                    f"{where}: item {item!r} has malformed SID token {token!r} (expected <letter_code>)"
+                )
         if len(sid) != len(first_sid):
             raise ValueError(
                 f"{where}: item {item!r} has {len(sid)} SID tokens but item {first_item!r} has "
@@ -70,7 +72,9 @@ def _collision_groups(tokens: Mapping[str, tuple[str, ...]]) -> Counter[str]:
     return Counter("".join(sid) for sid in tokens.values())
 
 
-def _disambiguate(tokens: Mapping[str, tuple[str, ...]], letter: str, size: int) -> dict[str, tuple[str, ...]]:
+def _disambiguate(
+    tokens: Mapping[str, tuple[str, ...]], letter: str, size: int
+) -> dict[str, tuple[str, ...]]:
     """Append `<letter_j>` to every SID, j = rank of the item among those sharing its SID (item order)."""
     groups = _collision_groups(tokens)
     sid_string, largest = groups.most_common(1)[0]
@@ -128,7 +132,9 @@ class SidMap:
     collision group, 1 when none); builders add embedding_source and its settings.
     """
 
-    def __init__(self, tokens: Mapping[str, Sequence[str]], stats: dict | None = None, *, where: str = "SidMap"):
+    def __init__(
+        self, tokens: Mapping[str, Sequence[str]], stats: dict | None = None, *, where: str = "SidMap"
+    ):
         self._tokens = {str(item): tuple(sid) for item, sid in tokens.items()}
         _check_tokens(self._tokens, where)
         self._by_sid = {"".join(sid): item for item, sid in self._tokens.items()}
@@ -136,7 +142,12 @@ class SidMap:
 
     @classmethod
     def from_codes(
-        cls, item_ids: Sequence[str], codes: torch.Tensor, *, disambiguate: bool = True, disambiguation_size: int = 256
+        cls,
+        item_ids: Sequence[str],
+        codes: torch.Tensor,
+        *,
+        disambiguate: bool = True,
+        disambiguation_size: int = 256,
     ) -> SidMap:
         """Tokens `<a_i><b_j><c_k>` from codes (n, L) long, row r for item_ids[r].
 
@@ -145,7 +156,7 @@ class SidMap:
         and L + 1 long even where nothing collides: the length stays a fixed property of
         the build settings. Without it, colliding codes are an error.
         """
-        if not item_ids:
+        if len(item_ids) == 0:
             raise ValueError("from_codes: no items")
         if codes.ndim != 2 or codes.shape[0] != len(item_ids):
             raise ValueError(f"codes must be (num_items={len(item_ids)}, levels), got {tuple(codes.shape)}")
@@ -177,7 +188,9 @@ class SidMap:
         letters = {TOKEN_RE.fullmatch(token).group(1) for sid in before.values() for token in sid}
         last = max(letters)
         if any(len(letter) > 1 for letter in letters) or last == LEVEL_LETTERS[-1]:
-            raise ValueError(f"shipped SID map uses level names {sorted(letters)}: no next letter to disambiguate with")
+            raise ValueError(
+                f"shipped SID map uses level names {sorted(letters)}: no next letter to disambiguate with"
+            )
         letter = LEVEL_LETTERS[LEVEL_LETTERS.index(last) + 1]
         after = _disambiguate(before, letter, disambiguation_size)
         sid_map = cls(after, _describe(before, after))
@@ -189,7 +202,7 @@ class SidMap:
 
     @property
     def sid_length(self) -> int:
-        """Tokens per SID (3 or 4 for imported maps, levels + 1 for built ones)."""
+        """Tokens per SID: levels + 1 when built; imported maps as shipped, +1 if they had collisions."""
         return len(next(iter(self._tokens.values())))
 
     @property
@@ -223,7 +236,7 @@ class SidMap:
         return "".join(self._tokens[item_id])
 
     def all_tokens(self) -> list[str]:
-        """Distinct SID tokens by level letter then code (`<a_2>` before `<a_10>`): rows to add to a tokenizer."""
+        """Distinct SID tokens by level letter, then code (`<a_2>` before `<a_10>`): new tokenizer rows."""
         return sorted({token for sid in self._tokens.values() for token in sid}, key=_token_key)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -235,7 +248,7 @@ class SidMap:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SidMap:
-        """Read a folder holding `sid_map.json` (or that file itself); `sid_stats.json` beside it if present."""
+        """Read a folder holding `sid_map.json` (or that file); `sid_stats.json` beside it if present."""
         file = Path(path)
         if file.is_dir():
             file = file / MAP_FILE
@@ -243,7 +256,9 @@ class SidMap:
         tokens = {}
         for item, sid_string in raw.items():
             if not isinstance(sid_string, str) or not SID_RE.fullmatch(sid_string):
-                raise ValueError(f"{file}: item {item!r} has malformed SID {sid_string!r} (expected <a_1><b_2>...)")
+                raise ValueError(
+                    f"{file}: item {item!r} has malformed SID {sid_string!r} (expected <a_1><b_2>...)"
+                )
             tokens[item] = tuple(match.group(0) for match in TOKEN_RE.finditer(sid_string))
         stats_file = file.parent / STATS_FILE
         stats = _read_json_object(stats_file) if stats_file.exists() else None
