@@ -57,12 +57,15 @@ def evaluate_and_report(
     windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
     if not windows:
         raise ValueError(f"{data.name} has no {script_args.eval_split} samples to evaluate")
+    exclude_items = None
+    if script_args.exclude_history:
+        exclude_items = [data.seen_items(script_args.eval_split, w) for w in windows]
     results = {
         label: evaluate_recommender(
             model, tokenizer, sid_map, windows, num_beams=script_args.eval_num_beams,
-            batch_size=script_args.eval_batch_size, exclude_history=script_args.exclude_history,
+            batch_size=script_args.eval_batch_size, exclude_items=exclude_items,
         ),
-        "most-popular": most_popular_baseline(data, windows, exclude_history=script_args.exclude_history),
+        "most-popular": most_popular_baseline(data, windows, exclude_items=exclude_items),
     }
     title = (
         f"{data.name} {script_args.eval_split}: {len(windows)} requests, beams {script_args.eval_num_beams}, "

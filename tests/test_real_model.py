@@ -25,7 +25,7 @@ def test_embedded_model_recommends_valid_items(smol_path, tiny_sid_map):
     assert tokenizer.added_tokens_decoder[tokenizer.convert_tokens_to_ids(BOT_TOKEN)].special
 
     histories = [["1", "2", "3"], ["4", "5"], ["6"]]
-    recs = recommend(model, tokenizer, tiny_sid_map, histories, top_k=10, num_beams=10, exclude_history=True)
+    recs = recommend(model, tokenizer, tiny_sid_map, histories, top_k=10, num_beams=10, exclude_items=histories)
     for history, items, sid in zip(histories, recs.items, recs.generated_sids):
         assert len(items) == 10 and len(set(items)) == 10
         assert not set(items) & set(history)

@@ -99,7 +99,7 @@ def test_recommend_returns_valid_distinct_items_batched_as_alone(smol_tokenizer,
     top_k, beams = 5, rng.choice([5, 8, 12])
     exclude = bool(seed % 2)
     recs = recommend(model, smol_tokenizer, sid_map, histories, top_k=top_k, num_beams=beams,
-                     batch_size=3, exclude_history=exclude)
+                     batch_size=3, exclude_items=histories if exclude else None)
     for history, items, sid in zip(histories, recs.items, recs.generated_sids):
         assert len(items) == top_k and len(set(items)) == top_k
         assert set(items) <= set(sid_map.item_ids)
@@ -108,7 +108,7 @@ def test_recommend_returns_valid_distinct_items_batched_as_alone(smol_tokenizer,
             assert not set(items) & set(history)
     for row, history in enumerate(histories):
         alone = recommend(model, smol_tokenizer, sid_map, [history], top_k=top_k, num_beams=beams,
-                          exclude_history=exclude)
+                          exclude_items=[history] if exclude else None)
         assert alone.scores[0] == pytest.approx(recs.scores[row], abs=1e-4)
         # a random tiny model has near-ties: only items tied at the cut-off may differ
         alone_scores = dict(zip(alone.items[0], alone.scores[0]))
@@ -123,7 +123,7 @@ def test_recommend_returns_valid_distinct_items_batched_as_alone(smol_tokenizer,
 def test_exclude_history_on_dense_trie_keeps_recommending(tiny_recommender):
     model, tokenizer, sid_map = tiny_recommender
     history = sid_map.item_ids[:30]  # 30 of 40 items banned
-    recs = recommend(model, tokenizer, sid_map, [history], top_k=10, num_beams=10, exclude_history=True)
+    recs = recommend(model, tokenizer, sid_map, [history], top_k=10, num_beams=10, exclude_items=[history])
     assert sorted(recs.items[0]) == sorted(sid_map.item_ids[30:])
 
 

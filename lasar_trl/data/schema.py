@@ -45,6 +45,20 @@ class RecData:
     def has_text(self) -> bool:
         return any(fields.get("title") for fields in self.catalog.values())
 
+    def seen_items(self, split: str, window: Window) -> tuple[str, ...]:
+        """Every item the user interacted with before this evaluation target: what
+        `exclude_history` bans, as RecBole's full-ranking evaluation does.
+
+        The whole earlier sequence where the format has one (not only the last
+        `max_history` items in the prompt); the window's own history for pre-windowed data.
+        """
+        if self.sequences is None:
+            return window.history
+        held_out = {"test": 1, "validation": 2}.get(split)
+        if held_out is None:
+            raise ValueError(f"seen_items is defined for the validation and test splits, not {split!r}")
+        return tuple(self.sequences[window.user_id][:-held_out])
+
     def as_dataset(self, split: str) -> datasets.Dataset:
         """Windows of one split as a `datasets.Dataset` (columns user_id, history, target)."""
         windows = self.splits[split]

@@ -26,10 +26,11 @@ def evaluate_recommender(
     *,
     num_beams: int = 20,
     batch_size: int = 8,
-    exclude_history: bool = False,
+    exclude_items: Sequence[Sequence[str]] | None = None,
 ) -> dict:
     """HR/NDCG@{1,5,10,20}, invalid rate, coverage and wall-clock latency on `windows`.
 
+    `exclude_items` (per request, e.g. `RecData.seen_items`) are banned from the results.
     Latency is the wall time of `recommend` divided by the number of requests,
     at the given batch size (recorded in the result).
     """
@@ -39,7 +40,7 @@ def evaluate_recommender(
     start = time.perf_counter()
     recs = recommend(
         model, tokenizer, sid_map, histories, top_k=top_k, num_beams=num_beams,
-        batch_size=batch_size, exclude_history=exclude_history, trie=trie,
+        batch_size=batch_size, exclude_items=exclude_items, trie=trie, show_progress=True,
     )
     elapsed = time.perf_counter() - start
     valid_sids = {sid_map.sid(item) for item in sid_map.item_ids}
@@ -51,7 +52,7 @@ def evaluate_recommender(
         latency_ms_per_request=1000 * elapsed / len(windows),
         batch_size=batch_size,
         num_beams=num_beams,
-        exclude_history=exclude_history,
+        exclude_history=exclude_items is not None,
         mean_depth=0.0,
     )
     return results
@@ -65,16 +66,18 @@ def item_popularity(data: RecData) -> Counter:
     return Counter(w.target for w in data.splits["train"])
 
 
-def most_popular_baseline(data: RecData, windows: Sequence[Window], *, exclude_history: bool = False) -> dict:
-    """Recommend the globally most popular items (minus the user's history if asked)."""
+def most_popular_baseline(
+    data: RecData, windows: Sequence[Window], *, exclude_items: Sequence[Sequence[str]] | None = None
+) -> dict:
+    """Recommend the globally most popular items (minus each request's `exclude_items`)."""
     ranking = [item for item, _ in item_popularity(data).most_common()]
     top_k = max(DEFAULT_KS)
     ranked = []
-    for w in windows:
-        seen = set(w.history) if exclude_history else set()
+    for index in range(len(windows)):
+        seen = set(exclude_items[index]) if exclude_items is not None else set()
         ranked.append([item for item in ranking[: top_k + len(seen)] if item not in seen][:top_k])
     results = ranking_metrics(ranked, [w.target for w in windows])
-    results.update(num_samples=len(windows), exclude_history=exclude_history, mean_depth=0.0)
+    results.update(num_samples=len(windows), exclude_history=exclude_items is not None, mean_depth=0.0)
     return results
 
 

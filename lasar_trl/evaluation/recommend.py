@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.tasks import history_prompt
@@ -109,13 +110,14 @@ def recommend(
     top_k: int = 10,
     num_beams: int = 20,
     batch_size: int = 8,
-    exclude_history: bool = False,
+    exclude_items: Sequence[Sequence[str]] | None = None,
     trie: SidTrie | None = None,
+    show_progress: bool = False,
 ) -> Recommendations:
     """Top-k distinct item ids per history, from SID-constrained beam search.
 
-    `exclude_history` bans each request's own history items from its trie, as
-    full-ranking evaluators (RecBole) do.
+    `exclude_items` bans, per request, items from that request's trie (e.g. the
+    user's history, as full-ranking evaluators such as RecBole do).
     """
     if num_beams < top_k:
         raise ValueError(f"num_beams ({num_beams}) must be >= top_k ({top_k})")
@@ -126,10 +128,13 @@ def recommend(
     model.eval()
     items, scores, generated_sids = [], [], []
     try:
-        for start in range(0, len(histories), batch_size):
+        starts = range(0, len(histories), batch_size)
+        for start in tqdm(starts, desc="recommend", unit="batch", disable=not show_progress):
             chunk = histories[start : start + batch_size]
             batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in chunk], model.device)
-            banned = [[item_index[i] for i in h] for h in chunk] if exclude_history else None
+            banned = None
+            if exclude_items is not None:
+                banned = [[item_index[i] for i in items] for items in exclude_items[start : start + batch_size]]
             output = sid_beam_search(model, **batch, trie=trie, num_beams=num_beams, banned_items=banned)
             leaf_items = trie.items_of(output.leaf_nodes).tolist()
             generated_sids += ["".join(tokenizer.convert_ids_to_tokens(row)) for row in output.sequences[:, 0].tolist()]
