@@ -1,18 +1,19 @@
-"""Benchmark: our SID beam search vs itself unconstrained vs `model.generate` (DESIGN.md sections 3 and 6).
+"""Benchmark our SID beam search against itself unconstrained and against `model.generate` (DESIGN.md 3, 6).
 
-For every (beams, batch size) it times, on the same ml-100k test requests, interleaved:
+Per (beams K, batch size), on the same ml-100k test requests, timed interleaved after a warm-up:
   ours           `sid_beam_search`: prefill once, KV cache expanded per beam, trie-constrained
-  unconstrained  the same function with `constrained=False`  -> constraint overhead, target <= 1.10
-  generate       `model.generate(num_beams=K)` + `SidTrieLogitsProcessor` (prefills the prompt K times)
-                 -> ours / generate, target <= 0.50
-and checks that constrained outputs are real items and that ours and generate agree on the top-1 item.
+  unconstrained  the same with `constrained=False`      -> ours / unconstrained, target <= 1.10
+  generate       `model.generate(num_beams=K)` + `SidTrieLogitsProcessor`, which prefills the
+                 prompt K times                          -> ours / generate, target <= 0.50
+It also checks that constrained outputs are real items and that ours and generate agree on top-1.
 
-    python benchmarks/decode.py                        # embedded SmolLM2-135M, SIDs built for ml-100k
-    python benchmarks/decode.py --checkpoint DIR       # a trained lasar checkpoint and its own SID map
+    python benchmarks/decode.py                      # embedded SmolLM2-135M + SIDs built for ml-100k
+    python benchmarks/decode.py --checkpoint DIR     # a trained lasar checkpoint with its own SID map
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -36,17 +37,17 @@ from lasar_trl.sid import SidMap, build_sid_map
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
 
-CONSTRAINT_TARGET, GENERATE_TARGET = 1.10, 0.50
+TARGETS = {"ours_over_unconstrained": 1.10, "ours_over_generate": 0.50}
 VARIANTS = ("ours", "unconstrained", "generate")
 
 
 @dataclass
 class BenchmarkArguments:
     model: str = field(default=EMBEDDED_MODEL, metadata={"help": "Base model: path, hub id or the embedded default."})
-    checkpoint: str | None = field(default=None, metadata={"help": "A lasar checkpoint folder (overrides --model)."})
+    checkpoint: str | None = field(default=None, metadata={"help": "A lasar checkpoint folder (replaces --model)."})
     sid_map: str | None = field(default=None, metadata={"help": "sid_map.json; default: the checkpoint's, else built."})
-    dataset: str = field(default="ml-100k", metadata={"help": "Dataset spec; requests are its test histories."})
-    num_requests: int = field(default=16, metadata={"help": "Requests (test histories) per configuration."})
+    dataset: str = field(default="ml-100k", metadata={"help": "Dataset spec; the requests are its test histories."})
+    num_requests: int = field(default=16, metadata={"help": "Requests per configuration."})
     repeats: int = field(default=3, metadata={"help": "Timed repetitions, interleaved across variants."})
     beams: list[int] = field(default_factory=lambda: [10, 20], metadata={"help": "Beam counts K."})
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8], metadata={"help": "Requests per batch."})
@@ -57,7 +58,7 @@ class BenchmarkArguments:
 
 
 def load(args: BenchmarkArguments, data):
-    """(model, tokenizer, sid_map), the model in eval mode on args.device."""
+    """(model in eval mode on args.device, tokenizer, sid_map)."""
     dtype = getattr(torch, args.dtype)
     given_map = SidMap.load(args.sid_map) if args.sid_map else None
     if args.checkpoint:
@@ -67,14 +68,15 @@ def load(args: BenchmarkArguments, data):
         path = resolve_model_path(args.model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        torch.manual_seed(args.seed)  # add_sid_tokens samples the new rows
-        add_sid_tokens(model, tokenizer, sid_map)
+        add_sid_tokens(model, tokenizer, sid_map, seed=args.seed)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    # generate fills every unset field from model.generation_config: neutralise the checkpoint's own
+    model.generation_config = GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return model.to(args.device).eval(), tokenizer, sid_map
 
 
 def generation_config(tokenizer, num_beams: int, sid_length: int) -> GenerationConfig:
-    """Complete beam-search settings, scored like ours: summed log-probs (length_penalty=0), no sampling."""
+    """Complete beam-search settings scored like ours: summed log-probs (length_penalty=0), no sampling."""
     return GenerationConfig(
         do_sample=False, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=sid_length + 1,
         min_new_tokens=0, length_penalty=0.0, early_stopping=True, num_beam_groups=1, diversity_penalty=0.0,
@@ -84,27 +86,30 @@ def generation_config(tokenizer, num_beams: int, sid_length: int) -> GenerationC
 
 
 def walk_items(trie: SidTrie, sequences: torch.Tensor) -> torch.Tensor:
-    """Item index of each (.., L) token row via the trie; -1 where the row is not a valid SID."""
-    flat = sequences.reshape(-1, trie.sid_length)
-    nodes = trie.root(len(flat))
+    """Item index of each SID in (..., L) token rows, followed through the trie; -1 where invalid."""
+    flat, nodes = sequences.reshape(-1, trie.sid_length), trie.root(sequences[..., 0].numel())
     for depth in range(trie.sid_length):
         nodes = trie.advance(nodes, depth, flat[:, depth])
     return trie.items_of(nodes).reshape(sequences.shape[:-1])
 
 
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    return names[0] if names else platform.processor()
+
+
 def main(args: BenchmarkArguments) -> dict:
     data = load_dataset_spec(args.dataset)
     model, tokenizer, sid_map = load(args, data)
-    # generate fills unset fields from model.generation_config: neutralise the checkpoint's own
-    model.generation_config = GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     trie = SidTrie.from_sid_map(sid_map, tokenizer).to(args.device)
-    length, eos = trie.sid_length, tokenizer.eos_token_id
-    windows = data.splits["test"][: args.num_requests]
-    prompts = [history_prompt(w.history, sid_map) for w in windows]
+    length = trie.sid_length
+    prompts = [history_prompt(w.history, sid_map) for w in data.splits["test"][: args.num_requests]]
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
-    def run(variant: str, batch: dict, num_beams: int) -> torch.Tensor:
-        """(B, K, L+1) tokens for generate / (B, K) item indices for ours; unconstrained returns None."""
+    def decode(variant: str, batch: dict, num_beams: int) -> torch.Tensor | None:
+        """generate: (B, K, L+1) new tokens; ours: (B, K) item indices; unconstrained: None."""
         if variant == "generate":
             prompt_length = batch["input_ids"].shape[1]
             processor = SidTrieLogitsProcessor(trie, prompt_length, num_beams=num_beams)
@@ -115,83 +120,76 @@ def main(args: BenchmarkArguments) -> dict:
         return trie.items_of(output.leaf_nodes) if variant == "ours" else None
 
     results = []
-    for num_beams in args.beams:
-        for batch_size in args.batch_sizes:
-            batches = [encode_prompts(tokenizer, prompts[i : i + batch_size], args.device)
-                       for i in range(0, len(prompts), batch_size)]
-            print(f"beams={num_beams} batch={batch_size}: {len(batches)} batches x {args.repeats} repeats", flush=True)
-            for variant in VARIANTS:  # warm-up at this configuration's shapes
-                run(variant, batches[0], num_beams)
-            times = {v: [] for v in VARIANTS}  # per-request seconds
-            outputs = {v: [] for v in VARIANTS}
-            for repeat in range(args.repeats):
-                for index, batch in enumerate(batches):
-                    shift = (repeat + index) % len(VARIANTS)  # rotate the order so no variant always goes first
-                    for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                        sync()
-                        start = time.perf_counter()
-                        output = run(variant, batch, num_beams)
-                        sync()
-                        elapsed = time.perf_counter() - start
-                        rows = len(batch["input_ids"])
-                        times[variant] += [elapsed / rows] * rows
-                        if repeat == 0:
-                            outputs[variant].append(output)
-            ms = {v: 1000 * statistics.median(t) for v, t in times.items()}
+    for num_beams, batch_size in itertools.product(args.beams, args.batch_sizes):
+        batches = [encode_prompts(tokenizer, prompts[i : i + batch_size], args.device)
+                   for i in range(0, len(prompts), batch_size)]
+        print(f"beams {num_beams}, batch {batch_size}: {len(batches)} batches x {args.repeats} repeats", flush=True)
+        for variant in VARIANTS:  # warm-up at this configuration's shapes
+            decode(variant, batches[0], num_beams)
+        seconds = {v: [] for v in VARIANTS}  # per request: batch wall time / batch size
+        outputs = {v: [] for v in VARIANTS}
+        for repeat, (index, batch) in itertools.product(range(args.repeats), enumerate(batches)):
+            shift = (repeat + index) % len(VARIANTS)  # rotate the order: no variant always runs first
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                sync()
+                start = time.perf_counter()
+                output = decode(variant, batch, num_beams)
+                sync()
+                rows = len(batch["input_ids"])
+                seconds[variant] += [(time.perf_counter() - start) / rows] * rows
+                if repeat == 0:
+                    outputs[variant].append(output)
+        ms = {v: 1000 * statistics.median(s) for v, s in seconds.items()}
 
-            ours_items = torch.cat(outputs["ours"])  # (N, K)
-            generated = torch.cat(outputs["generate"])  # (N, K, L+1)
-            generate_items = walk_items(trie, generated[..., :length])
-            generate_valid = (generate_items >= 0) & (generated[..., length] == eos)
-            overlap = [len(set(a) & set(b)) / num_beams for a, b in zip(ours_items.tolist(), generate_items.tolist())]
-            constraint_ratio, generate_ratio = ms["ours"] / ms["unconstrained"], ms["ours"] / ms["generate"]
-            results.append({
-                "num_beams": num_beams, "batch_size": batch_size,
-                "ms_per_request": ms, "ms_per_request_all": {v: [1000 * x for x in t] for v, t in times.items()},
-                "ratio_constrained_over_unconstrained": constraint_ratio,
-                "constraint_target_met": constraint_ratio <= CONSTRAINT_TARGET,
-                "ratio_ours_over_generate": generate_ratio, "generate_target_met": generate_ratio <= GENERATE_TARGET,
-                "valid_rate_ours": (ours_items >= 0).float().mean().item(),
-                "valid_rate_generate": generate_valid.float().mean().item(),
-                "top1_agreement": (ours_items[:, 0] == generate_items[:, 0]).float().mean().item(),
-                "topk_overlap": statistics.mean(overlap),
-            })
-            print(f"  ours {ms['ours']:.1f} ms, unconstrained {ms['unconstrained']:.1f} ms, "
-                  f"generate {ms['generate']:.1f} ms", flush=True)
+        ours_items, generated = torch.cat(outputs["ours"]), torch.cat(outputs["generate"])  # (N, K), (N, K, L+1)
+        generate_items = walk_items(trie, generated[..., :length])
+        generate_valid = (generate_items >= 0) & (generated[..., length] == tokenizer.eos_token_id)
+        overlap = [len(set(a) & set(b)) / num_beams for a, b in zip(ours_items.tolist(), generate_items.tolist())]
+        ratios = {"ours_over_unconstrained": ms["ours"] / ms["unconstrained"],
+                  "ours_over_generate": ms["ours"] / ms["generate"]}
+        results.append({
+            "num_beams": num_beams, "batch_size": batch_size, "ms_per_request": ms, "ratios": ratios,
+            "targets_met": {name: ratio <= TARGETS[name] for name, ratio in ratios.items()},
+            "valid_rate": {"ours": (ours_items >= 0).float().mean().item(),
+                           "generate": generate_valid.float().mean().item()},
+            "top1_agreement": (ours_items[:, 0] == generate_items[:, 0]).float().mean().item(),
+            "topk_overlap": statistics.mean(overlap),
+            "ms_per_request_all": {v: [round(1000 * s, 2) for s in times] for v, times in seconds.items()},
+        })
+        print("  " + ", ".join(f"{v} {t:.1f} ms/request" for v, t in ms.items()), flush=True)
 
     return {
+        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
         "machine": {
             "processor": platform.processor(), "machine": platform.machine(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch_interop_threads": torch.get_num_interop_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "device": args.device,
-            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-            "dtype": str(model.dtype),
+            "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "device": args.device, "dtype": str(model.dtype),
+            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model(),
         },
-        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
-        "arguments": asdict(args),
-        "num_requests": len(prompts), "mean_prompt_tokens": statistics.mean(len(tokenizer(p)["input_ids"]) for p in prompts),
-        "sid_length": length, "num_items": trie.num_items,
-        "timing": "median over requests x repeats of batch wall time / batch size, after one warm-up per variant",
+        "arguments": asdict(args), "num_requests": len(prompts), "sid_length": length, "num_items": trie.num_items,
+        "mean_prompt_tokens": statistics.mean(len(tokenizer(p)["input_ids"]) for p in prompts),
+        "timing": "median over requests x repeats of (batch wall time / batch size), one warm-up per variant first",
         "decode_steps": {"ours": length, "generate": length + 1},  # generate also scores the closing <eos>
-        "targets": {"constrained_over_unconstrained": CONSTRAINT_TARGET, "ours_over_generate": GENERATE_TARGET},
-        "results": results,
+        "targets": TARGETS, "results": results,
     }
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['num_requests']} requests, SID length {report['sid_length']}, {report['num_items']} items, "
-          f"{report['machine']['device']} {report['machine']['dtype']}, torch threads {report['machine']['torch_threads']}")
-    header = ("beams", "batch", "ours ms", "uncon ms", "gen ms", "con/uncon", "<=1.10", "ours/gen", "<=0.50",
-              "top1 agree", "topK overlap", "valid ours/gen")
+    machine = report["machine"]
+    print(f"\n{report['num_requests']} requests, SID length {report['sid_length']}, {report['num_items']} items; "
+          f"{machine['device']} {machine['dtype']}, {machine['torch_threads']} torch threads; ms per request")
+    header = ("beams", "batch", "ours", "unconstr.", "generate", "ours/unc", "<=1.10", "ours/gen", "<=0.50",
+              "top1 agr", "topK ovl", "valid o/g")
     print(" | ".join(f"{h:>9}" for h in header))
     for r in report["results"]:
-        ms = r["ms_per_request"]
-        cells = (r["num_beams"], r["batch_size"], f"{ms['ours']:.1f}", f"{ms['unconstrained']:.1f}",
-                 f"{ms['generate']:.1f}", f"{r['ratio_constrained_over_unconstrained']:.3f}",
-                 "yes" if r["constraint_target_met"] else "NO", f"{r['ratio_ours_over_generate']:.3f}",
-                 "yes" if r["generate_target_met"] else "NO", f"{r['top1_agreement']:.2f}", f"{r['topk_overlap']:.2f}",
-                 f"{r['valid_rate_ours']:.2f}/{r['valid_rate_generate']:.2f}")
+        ms, ratios, met = r["ms_per_request"], r["ratios"], r["targets_met"]
+        cells = (r["num_beams"], r["batch_size"], *(f"{ms[v]:.1f}" for v in VARIANTS),
+                 f"{ratios['ours_over_unconstrained']:.3f}", "yes" if met["ours_over_unconstrained"] else "NO",
+                 f"{ratios['ours_over_generate']:.3f}", "yes" if met["ours_over_generate"] else "NO",
+                 f"{r['top1_agreement']:.2f}", f"{r['topk_overlap']:.2f}",
+                 f"{r['valid_rate']['ours']:.2f}/{r['valid_rate']['generate']:.2f}")
         print(" | ".join(f"{c:>9}" for c in cells))
 
 
@@ -201,5 +199,5 @@ if __name__ == "__main__":
         report = main(arguments)
     print_table(report)
     Path(arguments.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(arguments.output_json).write_text(json.dumps(report, indent=2))
+    Path(arguments.output_json).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {arguments.output_json}")
