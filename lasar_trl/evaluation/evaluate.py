@@ -87,10 +87,10 @@ TABLE_COLUMNS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20
 def format_table(rows: dict[str, dict], title: str) -> str:
     """A plain-text results table, one row per variant."""
     width = max(len(name) for name in rows) + 2
-    header = "variant".ljust(width) + "".join(c.rjust(10) for c in TABLE_COLUMNS) + "  ms/request".rjust(12)
+    header = "variant".ljust(width) + "".join(c.rjust(11) for c in TABLE_COLUMNS) + "ms/request".rjust(12)
     lines = [title, header, "-" * len(header)]
     for name, result in rows.items():
-        cells = "".join(f"{result.get(c, float('nan')):10.4f}" for c in TABLE_COLUMNS)
+        cells = "".join(f"{result.get(c, float('nan')):11.4f}" for c in TABLE_COLUMNS)
         latency = result.get("latency_ms_per_request")
         lines.append(name.ljust(width) + cells + (f"{latency:12.1f}" if latency is not None else "           -"))
     return "\n".join(lines)
