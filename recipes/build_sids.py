@@ -1,7 +1,7 @@
 """Build the Semantic ID map of a dataset and save it for training and evaluation.
 
     python recipes/build_sids.py --dataset ml-100k --output_dir outputs/sids/ml-100k
-    python recipes/build_sids.py --dataset letter:DATA/beauty_p5_letter --output_dir DIR --use_shipped
+    python recipes/build_sids.py --dataset letter:DATA/beauty_p5_letter --output_dir DIR --use_shipped_sids
 
 Writes DIR/sid_map.json (item id -> SID string) and DIR/sid_stats.json, and prints the stats.
 """
@@ -27,7 +27,7 @@ class BuildSidsArguments:
         default=256, metadata={"help": "Codes per level, the disambiguation level included."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of k-means++ and of the interaction SVD."})
-    use_shipped: bool = field(
+    use_shipped_sids: bool = field(
         default=False,
         metadata={"help": "Use the SID map shipped with the data (LETTER, MiniOneRec) when there is one."},
     )
@@ -45,7 +45,7 @@ def main(args: BuildSidsArguments) -> None:
         levels=args.levels,
         codebook_size=args.codebook_size,
         seed=args.seed,
-        use_shipped=args.use_shipped,
+        use_shipped=args.use_shipped_sids,
         encoder=args.encoder,
     )
     sid_map.save(args.output_dir)
