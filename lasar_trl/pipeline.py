@@ -9,7 +9,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .configs import RecScriptArguments
 from .data.schema import RecData
-from .evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline, write_json_atomic
+from .atomic import write_json_atomic
+from .evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
 from .modeling.checkpoint import SID_MAP_FILE, check_same_sid_map
 from .sid.build import build_sid_map
 from .sid.sid_map import SidMap

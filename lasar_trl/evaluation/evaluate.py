@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -94,12 +91,3 @@ def format_table(rows: dict[str, dict], title: str) -> str:
         latency = result.get("latency_ms_per_request")
         lines.append(name.ljust(width) + cells + (f"{latency:12.1f}" if latency is not None else "           -"))
     return "\n".join(lines)
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write JSON so that a crash never leaves a half-written file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(handle.name, path)

@@ -19,6 +19,8 @@ from types import MappingProxyType
 
 import torch
 
+from ..atomic import write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 TOKEN_RE = re.compile(r"<([a-z]+)_(\d+)>")
@@ -108,18 +110,6 @@ def _describe(before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[s
         "items_in_shared_sids": sum(shared),
         "max_items_per_sid": max(groups.values()),
     }
-
-
-def _write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON to a temp file in the target folder, then rename: readers never see half a file."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 class SidMap:
@@ -243,8 +233,8 @@ class SidMap:
         """Write `path/sid_map.json` (flat object item id -> SID string) and `path/sid_stats.json`."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(folder / MAP_FILE, {item: "".join(sid) for item, sid in self._tokens.items()})
-        _write_json_atomic(folder / STATS_FILE, self.stats)
+        write_json_atomic(folder / MAP_FILE, {item: "".join(sid) for item, sid in self._tokens.items()})
+        write_json_atomic(folder / STATS_FILE, self.stats)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SidMap:
