@@ -122,7 +122,7 @@ def recommend(
     if num_beams < top_k:
         raise ValueError(f"num_beams ({num_beams}) must be >= top_k ({top_k})")
     trie = trie or SidTrie.from_sid_map(sid_map, tokenizer).to(model.device)
-    item_ids = list(sid_map.item_ids)
+    item_ids = sid_map.item_ids
     item_index = {item: i for i, item in enumerate(item_ids)}
     was_training = model.training
     model.eval()

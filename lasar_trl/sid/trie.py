@@ -64,10 +64,11 @@ class SidTrie:
     def from_sid_map(cls, sid_map: SidMap, tokenizer, item_ids: Sequence[str] | None = None) -> "SidTrie":
         """Trie over `item_ids` (default: every item of the map), in that item order."""
         item_ids = list(item_ids if item_ids is not None else sid_map.item_ids)
-        token_ids = tokenizer.convert_tokens_to_ids(sid_map.all_tokens())
+        tokens = sid_map.all_tokens()
+        token_ids = tokenizer.convert_tokens_to_ids(tokens)
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in token_ids:
             raise ValueError("The tokenizer does not know every SID token; call add_sid_tokens first.")
-        vocab = dict(zip(sid_map.all_tokens(), token_ids))
+        vocab = dict(zip(tokens, token_ids))
         rows = [[vocab[token] for token in sid_map[item]] for item in item_ids]
         return cls(torch.tensor(rows, dtype=torch.long), tokenizer.eos_token_id)
 
