@@ -53,8 +53,10 @@ def evaluate_and_report(
     script_args: RecScriptArguments,
     label: str,
     output_json: str | None = None,
+    depth: int | None = None,
 ) -> dict:
-    """Evaluate the model and the most-popular baseline on the same requests; print and save."""
+    """Evaluate the model (at `depth` latent steps if given, else its own choice) and the
+    most-popular baseline on the same requests; print and save."""
     windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
     if not windows:
         raise ValueError(f"{data.name} has no {script_args.eval_split} samples to evaluate")
@@ -64,7 +66,7 @@ def evaluate_and_report(
     results = {
         label: evaluate_recommender(
             model, tokenizer, sid_map, windows, num_beams=script_args.eval_num_beams,
-            batch_size=script_args.eval_batch_size, exclude_items=exclude_items,
+            batch_size=script_args.eval_batch_size, exclude_items=exclude_items, depth=depth,
         ),
         "most-popular": most_popular_baseline(data, windows, exclude_items=exclude_items),
     }

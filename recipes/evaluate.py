@@ -4,7 +4,8 @@
         --exclude_history --output_json outputs/stage1/eval.json
 
 Prints HR/NDCG@{1,5,10,20} next to a most-popular baseline computed by the
-same code on the same requests, and writes the JSON.
+same code on the same requests, and writes the JSON. A LASAR checkpoint reasons
+for its own depth (Policy Head argmax, or its fixed depth); `--depth N` forces N.
 """
 
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ class EvaluateArguments:
     max_history: int = field(default=10, metadata={"help": "Items of history per request."})
     sid_map: str | None = field(default=None, metadata={"help": "Check the checkpoint against this sid_map.json."})
     output_json: str | None = field(default=None, metadata={"help": "Where to write the results."})
+    depth: int | None = field(
+        default=None,
+        metadata={"help": "Force this many latent steps (0 = none) instead of the checkpoint's own choice."},
+    )
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "Torch device."})
 
 
@@ -45,7 +50,10 @@ def main(args: EvaluateArguments) -> None:
         eval_max_samples=args.max_samples, eval_num_beams=args.num_beams,
         eval_batch_size=args.batch_size, exclude_history=args.exclude_history,
     )
-    evaluate_and_report(model, tokenizer, sid_map, data, script_args, label=args.checkpoint, output_json=args.output_json)
+    label = args.checkpoint if args.depth is None else f"{args.checkpoint} (depth {args.depth})"
+    evaluate_and_report(
+        model, tokenizer, sid_map, data, script_args, label=label, output_json=args.output_json, depth=args.depth
+    )
 
 
 if __name__ == "__main__":

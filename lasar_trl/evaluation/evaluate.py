@@ -24,10 +24,13 @@ def evaluate_recommender(
     num_beams: int = 20,
     batch_size: int = 8,
     exclude_items: Sequence[Sequence[str]] | None = None,
+    depth: int | None = None,
 ) -> dict:
-    """HR/NDCG@{1,5,10,20}, invalid rate, coverage and wall-clock latency on `windows`.
+    """HR/NDCG@{1,5,10,20}, invalid rate, coverage, latent depth and wall-clock latency on
+    `windows`.
 
-    `exclude_items` (per request, e.g. `RecData.seen_items`) are banned from the results.
+    `exclude_items` (per request, e.g. `RecData.seen_items`) are banned from the results;
+    `depth` forces a latent depth (else the checkpoint's own choice, see `recommend`).
     Latency is the wall time of `recommend` divided by the number of requests,
     at the given batch size (recorded in the result).
     """
@@ -37,7 +40,7 @@ def evaluate_recommender(
     start = time.perf_counter()
     recs = recommend(
         model, tokenizer, sid_map, histories, top_k=top_k, num_beams=num_beams,
-        batch_size=batch_size, exclude_items=exclude_items, trie=trie, show_progress=True,
+        batch_size=batch_size, exclude_items=exclude_items, trie=trie, depth=depth, show_progress=True,
     )
     elapsed = time.perf_counter() - start
     valid_sids = {sid_map.sid(item) for item in sid_map.item_ids}
@@ -50,9 +53,16 @@ def evaluate_recommender(
         batch_size=batch_size,
         num_beams=num_beams,
         exclude_history=exclude_items is not None,
-        mean_depth=0.0,
+        mean_depth=sum(recs.depths) / len(recs.depths),
+        depth_histogram=depth_histogram(recs.depths),
+        forced_depth=depth,
     )
     return results
+
+
+def depth_histogram(depths: Sequence[int]) -> dict[str, int]:
+    """Requests per latent depth, keys as strings (JSON), in depth order."""
+    return {str(depth): count for depth, count in sorted(Counter(depths).items())}
 
 
 def item_popularity(data: RecData) -> Counter:
@@ -74,7 +84,10 @@ def most_popular_baseline(
         seen = set(exclude_items[index]) if exclude_items is not None else set()
         ranked.append([item for item in ranking[: top_k + len(seen)] if item not in seen][:top_k])
     results = ranking_metrics(ranked, [w.target for w in windows])
-    results.update(num_samples=len(windows), exclude_history=exclude_items is not None, mean_depth=0.0)
+    results.update(
+        num_samples=len(windows), exclude_history=exclude_items is not None, mean_depth=0.0,
+        depth_histogram=depth_histogram([0] * len(windows)),
+    )
     return results
 
 

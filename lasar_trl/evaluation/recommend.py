@@ -1,10 +1,10 @@
 """Constrained beam search over SIDs: the one decoder used by evaluation and benchmarks.
 
-The prompt is prefilled once per request and the KV cache is then expanded
-per beam (`batch_repeat_interleave`), instead of copying the prompt
-`num_beams` times before prefill as `model.generate` does. Every SID has the
-same length L, so the search is exactly L steps with no finished-beam
-bookkeeping, and the scores are SID log-probabilities.
+The prompt is prefilled and the latent steps are run once per request (the same loop
+as training), and the KV cache is then expanded per beam (`batch_repeat_interleave`),
+instead of copying the prompt `num_beams` times before prefill as `model.generate`
+does. Every SID has the same length L, so the search is exactly L steps with no
+finished-beam bookkeeping, and the scores are SID log-probabilities.
 
 Decoding settings are arguments of these functions and nothing else: a
 checkpoint's `generation_config.json` is never read.
@@ -12,15 +12,18 @@ checkpoint's `generation_config.json` is never read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.tasks import history_prompt
 from ..modeling.backbone import decoder_forward, next_token_logits
+from ..modeling.lasar import constant_depth, get_lasar
+from ..modeling.latent import run_latent_loop
 from ..sid.sid_map import SidMap
 from ..sid.trie import SidTrie
 
@@ -30,6 +33,7 @@ class BeamSearchOutput:
     sequences: torch.Tensor  # (B, num_beams, L) token ids, best first
     scores: torch.Tensor  # (B, num_beams) summed log-probs; -inf for beams that could not be filled
     leaf_nodes: torch.Tensor  # (B, num_beams) trie nodes at depth L (-1 when unconstrained / unfilled)
+    depths: torch.Tensor  # (B,) latent steps run before decoding
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Recommendations:
     items: list[list[str]]  # per request, top-k item ids, best first, distinct
     scores: list[list[float]]  # their SID log-probs
     generated_sids: list[str]  # per request, the top beam's tokens as one string (to audit validity)
+    depths: list[int]  # per request, the latent steps it reasoned for
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
@@ -54,17 +59,22 @@ def sid_beam_search(
     num_beams: int,
     banned_items: Sequence[Sequence[int]] | None = None,
     constrained: bool = True,
+    num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    latent_projection: nn.Module | None = None,
 ) -> BeamSearchOutput:
-    """Beam search for L = trie.sid_length tokens after the prompt.
+    """Beam search for L = trie.sid_length tokens after the prompt and its latent steps.
 
-    `constrained=False` searches the whole vocabulary (for measuring the cost
-    of the constraint); `banned_items` removes, per request, item indices of
-    the trie (e.g. the user's history).
+    `num_steps`: latent depths (B,), or a function of h_0 choosing them (the Policy Head);
+    None means no latent steps. `constrained=False` searches the whole vocabulary (for
+    measuring the cost of the constraint); `banned_items` removes, per request, item
+    indices of the trie (e.g. the user's history).
     """
     batch_size, length = input_ids.shape[0], trie.sid_length
-    cache = DynamicCache(config=model.config)
-    hidden = decoder_forward(model, attention_mask, cache, input_ids=input_ids)
-    log_probs = torch.log_softmax(next_token_logits(model, hidden), dim=-1)  # (B, V)
+    if num_steps is None:
+        num_steps = input_ids.new_zeros(batch_size)
+    trajectory = run_latent_loop(model, input_ids, attention_mask, num_steps, latent_projection=latent_projection)
+    cache, attention_mask = trajectory.cache, trajectory.attention_mask
+    log_probs = torch.log_softmax(next_token_logits(model, trajectory.answer_state.unsqueeze(1)), dim=-1)  # (B, V)
     vocab_size = log_probs.shape[-1]
     dead = trie.dead_nodes(banned_items) if (constrained and banned_items is not None) else None
 
@@ -98,6 +108,7 @@ def sid_beam_search(
         sequences=sequences.reshape(batch_size, num_beams, length),
         scores=scores,
         leaf_nodes=nodes.reshape(batch_size, num_beams),
+        depths=trajectory.num_steps,
     )
 
 
@@ -112,10 +123,14 @@ def recommend(
     batch_size: int = 8,
     exclude_items: Sequence[Sequence[str]] | None = None,
     trie: SidTrie | None = None,
+    depth: int | None = None,
     show_progress: bool = False,
 ) -> Recommendations:
-    """Top-k distinct item ids per history, from SID-constrained beam search.
+    """Top-k distinct item ids per history, from SID-constrained beam search after the
+    latent steps.
 
+    The depth per history is `depth` when given; otherwise a LASAR checkpoint's own
+    choice (its Policy Head's argmax, or its fixed depth) and 0 for a plain model.
     `exclude_items` bans, per request, items from that request's trie (e.g. the
     user's history, as full-ranking evaluators such as RecBole do).
     """
@@ -124,9 +139,14 @@ def recommend(
     trie = trie or SidTrie.from_sid_map(sid_map, tokenizer).to(model.device)
     item_ids = sid_map.item_ids
     item_index = {item: i for i, item in enumerate(item_ids)}
+    lasar = get_lasar(model)
+    if lasar is not None:
+        num_steps, projection = lasar.depth_policy(depth), lasar.latent_projection
+    else:
+        num_steps, projection = (None if depth is None else constant_depth(depth)), None
     was_training = model.training
     model.eval()
-    items, scores, generated_sids = [], [], []
+    items, scores, generated_sids, depths = [], [], [], []
     try:
         starts = range(0, len(histories), batch_size)
         for start in tqdm(starts, desc="recommend", unit="batch", disable=not show_progress):
@@ -135,7 +155,11 @@ def recommend(
             banned = None
             if exclude_items is not None:
                 banned = [[item_index[i] for i in items] for items in exclude_items[start : start + batch_size]]
-            output = sid_beam_search(model, **batch, trie=trie, num_beams=num_beams, banned_items=banned)
+            output = sid_beam_search(
+                model, **batch, trie=trie, num_beams=num_beams, banned_items=banned,
+                num_steps=num_steps, latent_projection=projection,
+            )
+            depths += output.depths.tolist()
             leaf_items = trie.items_of(output.leaf_nodes).tolist()
             generated_sids += ["".join(tokenizer.convert_ids_to_tokens(row)) for row in output.sequences[:, 0].tolist()]
             for row_items, row_scores in zip(leaf_items, output.scores.tolist()):
@@ -144,4 +168,4 @@ def recommend(
                 scores.append([s for _, s in kept])
     finally:
         model.train(was_training)
-    return Recommendations(items=items, scores=scores, generated_sids=generated_sids)
+    return Recommendations(items=items, scores=scores, generated_sids=generated_sids, depths=depths)

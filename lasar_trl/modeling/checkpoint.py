@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..sid.sid_map import SidMap
+from .lasar import has_lasar, load_lasar
 from .loading import resolve_model_path
 
 SID_MAP_FILE = "sid_map.json"
@@ -47,7 +48,9 @@ def load_recommender(
     dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
 ):
-    """(model, tokenizer, sid_map) from a checkpoint folder; `sid_map`, if given, must match its own."""
+    """(model, tokenizer, sid_map) from a checkpoint folder; `sid_map`, if given, must match its own.
+
+    A LASAR checkpoint's Policy Head and latent projection are attached to the model."""
     path = resolve_model_path(path)
     checkpoint_map = load_checkpoint_sid_map(path)
     if sid_map is not None:
@@ -57,5 +60,7 @@ def load_recommender(
     if unknown:
         raise SidMapMismatchError(f"{path}: the tokenizer lacks SID tokens of its sid_map.json, e.g. {unknown[:3]}")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    if has_lasar(path):
+        load_lasar(model, path)
     model.eval()
     return model, tokenizer, checkpoint_map

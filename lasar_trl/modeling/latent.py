@@ -13,6 +13,7 @@ therefore behaves exactly as if it were run alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class LatentTrajectory:
     first_state: torch.Tensor  # (B, H) h_0, the output at <bot> (read by the Policy Head)
     latent_states: torch.Tensor  # (B, T, H) h_1..h_T; padding slots hold garbage, see step_mask
     step_mask: torch.Tensor  # (B, T) 1 where t <= N_i
+    num_steps: torch.Tensor  # (B,) N_i
     answer_state: torch.Tensor  # (B, H) h_{N_i}: the state whose LM-head output is SID token 1
 
 
@@ -56,22 +58,25 @@ def run_latent_loop(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-    num_steps: torch.Tensor,
+    num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
     *,
     max_steps: int | None = None,
     latent_projection: nn.Module | None = None,
 ) -> LatentTrajectory:
     """Prefill the left-padded prompts (B, P) ending in `<bot>`, then run N_i latent steps per row.
 
-    num_steps (B,) long; `max_steps` (>= max N_i) lets every process of a distributed run
-    do the same number of forward calls.
+    num_steps: (B,) depths, or a function of h_0 (B, H) that returns them (the Policy
+    Head's choice, made after the prefill). `max_steps` (>= max N_i) lets every process of
+    a distributed run do the same number of forward calls.
     """
-    total_steps = int(num_steps.max()) if max_steps is None else max_steps
-    if len(num_steps) and int(num_steps.max()) > total_steps:
-        raise ValueError(f"max_steps={total_steps} is below the largest requested depth {int(num_steps.max())}")
     cache = DynamicCache(config=model.config)
     with cache_kept_under_checkpointing(model):
         first_state = decoder_forward(model, attention_mask, cache, input_ids=input_ids)[:, -1]  # (B, H)
+        if callable(num_steps):
+            num_steps = num_steps(first_state)
+        total_steps = int(num_steps.max()) if max_steps is None else max_steps
+        if len(num_steps) and int(num_steps.max()) > total_steps:
+            raise ValueError(f"max_steps={total_steps} is below the largest requested depth {int(num_steps.max())}")
         state, states, masks = first_state, [], []
         for step in range(1, total_steps + 1):
             active = num_steps >= step  # (B,)
@@ -90,6 +95,7 @@ def run_latent_loop(
         latent_states=torch.stack(states, 1) if states else first_state.new_zeros(len(first_state), 0, hidden_size),
         step_mask=torch.stack(masks, 1) if masks else num_steps.new_zeros(len(num_steps), 0, dtype=torch.bool),
         answer_state=state,
+        num_steps=num_steps,
     )
 
 

@@ -9,6 +9,7 @@ import tempfile
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
+from ..modeling.lasar import get_lasar, save_lasar, split_lasar_state
 from ..sid.sid_map import SidMap
 
 STAGING_DIR = ".staging"
@@ -29,11 +30,19 @@ class SidSFTTrainer(SFTTrainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Save into a staging folder, then move each file into place (each file
-        appears whole or not at all); the SID map comes last."""
+        appears whole or not at all); the SID map comes last.
+
+        LASAR parts attached to the model are kept out of the HF weights and saved
+        beside them (`lasar_head.safetensors`, `lasar_config.json`)."""
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".save-", dir=output_dir)
         try:
+            lasar = get_lasar(self.model)
+            if lasar is not None:
+                state_dict, lasar_state = split_lasar_state(state_dict or self.model.state_dict())
+                if self.args.should_save:
+                    save_lasar(lasar_state, lasar.config, staging)
             super()._save(staging, state_dict)
             for name in os.listdir(staging):
                 os.replace(os.path.join(staging, name), os.path.join(output_dir, name))

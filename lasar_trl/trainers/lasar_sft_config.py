@@ -1,0 +1,88 @@
+"""LasarSFTConfig: `trl.SFTConfig` plus the Stage-2 options (DESIGN.md sections 4 and 11)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+from ..losses import ALIGN_KINDS
+from ..modeling.lasar import LATENT_PROJECTIONS, LasarConfig
+
+ALIGN_SPACES = ("hidden", "vocab")
+
+
+@dataclass
+class LasarSFTConfig(SFTConfig):
+    """Stage 2, latent SFT: loss = CE(SID | P, h_0..h_N) + align_weight * L_align
+    + depth_loss_weight * L_depth.
+
+    Every field is also a command-line flag and a YAML key through `trl.TrlParser`.
+    """
+
+    n_max: int = field(default=8, metadata={"help": "Largest latent depth N_max (Policy Head classes end here)."})
+    min_depth: int = field(default=1, metadata={"help": "Smallest latent depth (0 allowed: no reasoning)."})
+    depth_mode: str = field(
+        default="cot",
+        metadata={
+            "help": "`cot`: N = the sample's CoT segment count clipped to [min_depth, n_max]; `fixed`: N = "
+            "fixed_depth for every sample (the fixed-depth baseline; the Policy Head is not trained)."
+        },
+    )
+    fixed_depth: int | None = field(default=None, metadata={"help": "N for depth_mode=fixed."})
+    align_weight: float = field(default=1.0, metadata={"help": "alpha: weight of the step-wise alignment loss."})
+    align_space: str = field(
+        default="hidden",
+        metadata={"help": "`hidden`: softmax over the hidden dimension (the paper); `vocab`: over LM-head logits."},
+    )
+    align_kind: str = field(
+        default="kl", metadata={"help": f"One of {ALIGN_KINDS}: symmetric KL (the paper), or cosine / MSE ablations."}
+    )
+    align_temperature: float = field(default=1.0, metadata={"help": "tau of the alignment softmax."})
+    depth_loss_weight: float = field(default=0.1, metadata={"help": "beta_depth: weight of the Policy Head's CE."})
+    depth_loss_to_backbone: bool = field(
+        default=False,
+        metadata={"help": "Let the depth loss reach the backbone through h_0 (by default only the head learns)."},
+    )
+    policy_head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the Policy Head (default: learning_rate). With Adam the depth loss weight "
+            "does not change how fast the head itself learns; this does."
+        },
+    )
+    latent_projection: str = field(
+        default="none",
+        metadata={
+            "help": f"One of {LATENT_PROJECTIONS}: how h_t becomes the next slot's input. `none` (the paper), "
+            "`linear` (learned, identity init), `rescale` (to the token embeddings' mean norm)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.lasar_config(hidden_size=1)  # validates the depth and projection fields
+        if self.depth_mode == "cot" and self.fixed_depth is not None:
+            raise ValueError("fixed_depth is only used with depth_mode=fixed")
+        if self.align_space not in ALIGN_SPACES:
+            raise ValueError(f"align_space must be one of {ALIGN_SPACES}, got {self.align_space!r}")
+        if self.align_kind not in ALIGN_KINDS:
+            raise ValueError(f"align_kind must be one of {ALIGN_KINDS}, got {self.align_kind!r}")
+        if self.align_temperature <= 0:
+            raise ValueError(f"align_temperature must be > 0, got {self.align_temperature}")
+        if self.align_weight < 0 or self.depth_loss_weight < 0:
+            raise ValueError("align_weight and depth_loss_weight must be >= 0")
+        if self.policy_head_learning_rate is not None and self.policy_head_learning_rate <= 0:
+            raise ValueError(f"policy_head_learning_rate must be > 0, got {self.policy_head_learning_rate}")
+
+    def lasar_config(self, hidden_size: int) -> LasarConfig:
+        """The LASAR parts this run trains (saved as lasar_config.json)."""
+        return LasarConfig(
+            hidden_size=hidden_size, n_max=self.n_max, min_depth=self.min_depth, depth_mode=self.depth_mode,
+            fixed_depth=self.fixed_depth, latent_projection=self.latent_projection,
+        )
+
+    @property
+    def needs_anchors(self) -> bool:
+        """CoT anchors give the alignment targets and, with depth_mode=cot, the depths."""
+        return self.align_weight > 0 or self.depth_mode == "cot"

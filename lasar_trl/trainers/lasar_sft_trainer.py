@@ -1,0 +1,222 @@
+"""Stage 2: latent SFT (DESIGN.md sections 2 and 4).
+
+`LasarSFTTrainer` is `trl.SFTTrainer` with its own collator and `compute_loss`: the
+prompt `P <bot>` runs through the latent loop for N steps (the CoT segment count, or a
+fixed depth), the SID is decoded from h_N, each latent state h_t is pulled towards its
+CoT anchor a_{m(t)}, and the Policy Head learns N from h_0. Dataset preparation,
+optimisation, checkpointing and logging are SFTTrainer's.
+
+Dataset: prompt/completion rows as for SFTTrainer (prompt ending in `<bot>`, completion
+the SID) plus an `anchors` column: per row, S lists of H floats (see
+`lasar_trl.cot.anchors`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..losses import alignment_loss, depth_loss, step_to_anchor
+from ..modeling.lasar import LasarModules, attach_lasar, get_lasar, has_lasar, load_lasar
+from ..modeling.latent import run_latent_loop, sid_logits_after_latents
+from ..sid.tokenizer import BOT_TOKEN
+from .lasar_sft_config import LasarSFTConfig
+from .sft import SidSFTTrainer
+
+ANCHORS_COLUMN = "anchors"
+
+
+@dataclass
+class LatentSFTCollator:
+    """Tokenized SFT rows (input_ids, labels = -100 on the prompt, anchors) -> left-padded
+    prompts, right-padded completions, zero-padded anchors and segment counts."""
+
+    pad_token_id: int
+    bot_token_id: int
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        prompts, completions = [], []
+        for index, example in enumerate(examples):
+            labels = example["labels"]
+            prompt_length = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+            prompt, completion = example["input_ids"][:prompt_length], example["input_ids"][prompt_length:]
+            if not prompt or prompt[-1] != self.bot_token_id or not completion:
+                raise ValueError(
+                    f"row {index} of the batch: a latent SFT row is a prompt ending in {BOT_TOKEN} followed by a "
+                    "completion (the SID); check the prompt template and that max_length does not truncate it"
+                )
+            prompts.append(prompt)
+            completions.append(completion)
+        prompt_length, completion_length = max(map(len, prompts)), max(map(len, completions))
+        batch = {
+            "prompt_ids": torch.tensor([[self.pad_token_id] * (prompt_length - len(p)) + p for p in prompts]),
+            "prompt_mask": torch.tensor([[0] * (prompt_length - len(p)) + [1] * len(p) for p in prompts]),
+            "completion_ids": torch.tensor([c + [self.pad_token_id] * (completion_length - len(c)) for c in completions]),
+            "labels": torch.tensor([c + [-100] * (completion_length - len(c)) for c in completions]),
+        }
+        if ANCHORS_COLUMN in examples[0]:
+            anchors = [torch.tensor(example[ANCHORS_COLUMN], dtype=torch.float32) for example in examples]
+            batch["num_segments"] = torch.tensor([len(a) for a in anchors])
+            batch["anchors"] = torch.nn.utils.rnn.pad_sequence(anchors, batch_first=True)  # (B, S_max, H)
+        return batch
+
+
+def check_anchor_column(dataset, hidden_size: int, name: str) -> None:
+    """Every row needs >= 1 anchor of width `hidden_size`: checked over the whole column
+    (Arrow, no Python loop over rows) so a bad file fails before training starts."""
+    if ANCHORS_COLUMN not in dataset.column_names:
+        raise ValueError(
+            f"the {name} dataset has no {ANCHORS_COLUMN!r} column (CoT anchors from the Stage-1 model, see "
+            "lasar_trl.cot.anchors); it is needed for alignment and for depth_mode=cot. Columns: "
+            f"{dataset.column_names}"
+        )
+    column = dataset.data.column(ANCHORS_COLUMN).combine_chunks()
+    segments = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if (empty := (segments == 0).nonzero()[0]).size:
+        raise ValueError(f"{name} dataset row {int(empty[0])} has no anchors (an empty CoT?)")
+    widths = pc.list_value_length(pc.list_flatten(column)).to_numpy(zero_copy_only=False)
+    if (wrong := (widths != hidden_size).nonzero()[0]).size:
+        row = int(segments.cumsum().searchsorted(wrong[0], side="right"))
+        raise ValueError(
+            f"{name} dataset row {row}: anchors have width {int(widths[wrong[0]])} but the model's hidden size is "
+            f"{hidden_size}; they were made by another model"
+        )
+
+
+class LasarSFTTrainer(SidSFTTrainer):
+    """Stage-2 trainer: a drop-in for `SFTTrainer` (pass `LasarSFTConfig` and a dataset
+    with anchors). The Policy Head (and latent projection) are attached to the model if
+    it has none, and saved with it (`lasar_head.safetensors`, `lasar_config.json`)."""
+
+    args: LasarSFTConfig
+
+    def __init__(self, model, args: LasarSFTConfig, *pargs, data_collator=None, **kwargs):
+        if not isinstance(args, LasarSFTConfig):
+            raise TypeError(f"LasarSFTTrainer needs a LasarSFTConfig, got {type(args).__name__}")
+        super().__init__(model, args, *pargs, data_collator=data_collator, **kwargs)
+        if data_collator is None:  # replaces SFTTrainer's default, now that the tokenizer is resolved
+            self.data_collator = LatentSFTCollator(
+                self.processing_class.pad_token_id, self.processing_class.convert_tokens_to_ids(BOT_TOKEN)
+            )
+        base = self.hf_model
+        hidden_size = base.config.hidden_size
+        wanted = args.lasar_config(hidden_size)
+        lasar = get_lasar(base)
+        if lasar is None:
+            lasar = attach_lasar(base, wanted)
+        elif (lasar.config.n_max, lasar.config.min_depth) != (wanted.n_max, wanted.min_depth):
+            raise ValueError(
+                f"the model's Policy Head covers depths {lasar.config.min_depth}..{lasar.config.n_max}, "
+                f"the config asks for {wanted.min_depth}..{wanted.n_max}"
+            )
+        lasar.config = wanted  # records this run's depth mode in the saved lasar_config.json
+        lasar.requires_grad_(True)  # PEFT freezes every non-adapter module; these must train
+        self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean: Trainer scales it for accumulation
+        if args.needs_anchors:
+            check_anchor_column(self.train_dataset, hidden_size, "train")
+            for name, dataset in _named(self.eval_dataset):
+                check_anchor_column(dataset, hidden_size, name)
+
+    @property
+    def hf_model(self) -> PreTrainedModel:
+        """The Hugging Face causal LM under any DDP/DeepSpeed/PEFT wrappers."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    @property
+    def lasar(self) -> LasarModules:
+        return get_lasar(self.hf_model)
+
+    def create_optimizer(self, model=None):
+        """TRL's optimizer, with the Policy Head in its own group when it has its own rate."""
+        optimizer = super().create_optimizer(model)
+        if self.args.policy_head_learning_rate is not None:
+            head = list(self.lasar.policy_head.parameters())
+            head_ids = {id(p) for p in head}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in head_ids]
+            optimizer.add_param_group({"params": head, "lr": self.args.policy_head_learning_rate, "weight_decay": 0.0})
+        return optimizer
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if ANCHORS_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, ANCHORS_COLUMN]
+
+    def _depths(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.args.depth_mode == "fixed":
+            return torch.full_like(inputs["prompt_ids"][:, 0], self.args.fixed_depth)
+        return inputs["num_segments"].clamp(self.args.min_depth, self.args.n_max)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        args, base, lasar = self.args, self.hf_model, self.lasar
+        depths = self._depths(inputs)
+        trajectory = run_latent_loop(
+            base, inputs["prompt_ids"], inputs["prompt_mask"], depths, latent_projection=lasar.latent_projection
+        )
+        logits = sid_logits_after_latents(base, trajectory, inputs["completion_ids"][:, :-1])  # (B, C, V)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), inputs["labels"].flatten(), ignore_index=-100)
+        loss = ce
+        metrics = {"ce": ce.item(), "mean_depth": depths.float().mean().item()}
+
+        if args.align_weight > 0 and trajectory.latent_states.shape[1] > 0:
+            align = self._alignment(base, trajectory, inputs)
+            loss = loss + args.align_weight * align
+            metrics[f"align_{args.align_kind}"] = align.item()
+        if args.depth_mode == "cot":
+            first_state = trajectory.first_state if args.depth_loss_to_backbone else trajectory.first_state.detach()
+            depth_logits = lasar.policy_head(first_state)
+            depth_ce = depth_loss(depth_logits, depths, args.min_depth)
+            loss = loss + args.depth_loss_weight * depth_ce
+            predicted = depth_logits.argmax(-1) + args.min_depth
+            metrics.update(depth_ce=depth_ce.item(), depth_accuracy=(predicted == depths).float().mean().item())
+        if trajectory.step_mask.any():
+            metrics["latent_norm_ratio"] = self._latent_norm_ratio(base, trajectory, inputs)
+
+        for key, value in metrics.items():
+            self._metrics[mode][key].append(value)
+        return (loss, CausalLMOutputWithPast(loss=loss, logits=logits)) if return_outputs else loss
+
+    def _alignment(self, base: PreTrainedModel, trajectory, inputs) -> torch.Tensor:
+        """L_align between h_t and a_{m(t)} over each row's real steps (DESIGN.md sec. 4)."""
+        steps = trajectory.latent_states.shape[1]
+        anchor_index = step_to_anchor(trajectory.num_steps, inputs["num_segments"], steps)  # (B, T), -1 past N
+        anchors = inputs["anchors"].to(trajectory.latent_states.dtype)
+        gather = anchor_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, anchors.shape[-1])
+        targets = anchors.gather(1, gather)  # (B, T, H)
+        latent = trajectory.latent_states
+        if self.args.align_space == "vocab":  # the anchor side is a fixed target: no gradient through it
+            lm_head = base.get_output_embeddings()
+            latent = lm_head(latent)
+            with torch.no_grad():
+                targets = lm_head(targets)
+        return alignment_loss(latent, targets, trajectory.step_mask, self.args.align_kind, self.args.align_temperature)
+
+    @staticmethod
+    def _latent_norm_ratio(base: PreTrainedModel, trajectory, inputs) -> float:
+        """Mean norm of the real latent states over that of the prompt's token embeddings:
+        latent reasoning is known to fail when it grows large (DESIGN.md sec. 10)."""
+        with torch.no_grad():
+            latent_norm = trajectory.latent_states.norm(dim=-1)[trajectory.step_mask].mean()
+            prompt_mask = inputs["prompt_mask"].bool()
+            embed_norm = base.get_input_embeddings()(inputs["prompt_ids"][prompt_mask]).norm(dim=-1).mean()
+            return (latent_norm / embed_norm).item()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if has_lasar(resume_from_checkpoint):
+            load_lasar(self.hf_model, resume_from_checkpoint)
+
+
+def _named(eval_dataset) -> list[tuple[str, object]]:
+    if eval_dataset is None:
+        return []
+    if isinstance(eval_dataset, dict):
+        return [(f"eval {key}", value) for key, value in eval_dataset.items()]
+    return [("eval", eval_dataset)]

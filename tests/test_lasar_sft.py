@@ -1,0 +1,228 @@
+"""Stage 2 (latent SFT): collator, config and anchor checks, the loss, training, save/load, depth at inference."""
+
+import json
+import os
+
+import datasets
+import pytest
+import torch
+from safetensors import safe_open
+from transformers.trainer_utils import get_last_checkpoint
+
+from conftest import make_tiny_model
+from lasar_trl.data.schema import Window
+from lasar_trl.data.tasks import recommendation_dataset
+from lasar_trl.evaluation.evaluate import evaluate_recommender
+from lasar_trl.evaluation.recommend import recommend
+from lasar_trl.modeling.checkpoint import load_recommender
+from lasar_trl.modeling.lasar import LASAR_CONFIG_FILE, LASAR_HEAD_FILE, get_lasar
+from lasar_trl.modeling.latent import run_latent_loop
+from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
+from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
+from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer, LatentSFTCollator
+
+HIDDEN = 32  # make_tiny_model
+
+
+def lasar_args(output_dir, **overrides) -> LasarSFTConfig:
+    defaults = dict(
+        output_dir=str(output_dir), max_steps=10, per_device_train_batch_size=8, learning_rate=5e-3,
+        bf16=False, report_to="none", logging_steps=1, save_strategy="no", seed=0,
+        activation_checkpointing=False, use_cpu=True, dataloader_num_workers=0,
+    )
+    return LasarSFTConfig(**{**defaults, **overrides})
+
+
+def latent_windows(sid_map, rows: int = 40, seed: int = 0) -> list[Window]:
+    """Histories of 1-4 items (the length cycles with the row)."""
+    generator = torch.Generator().manual_seed(seed)
+    items = sid_map.item_ids
+    windows = []
+    for row in range(rows):
+        picks = torch.randint(0, len(items), (2 + row % 4,), generator=generator).tolist()
+        windows.append(Window(f"u{row}", tuple(items[i] for i in picks[:-1]), items[picks[-1]]))
+    return windows
+
+
+def latent_dataset(sid_map, windows: list[Window] | None = None, seed: int = 0) -> datasets.Dataset:
+    """One CoT segment per history item, so the segment count (the depth target) is
+    readable from the prompt. Anchors are random vectors: any fixed targets do here."""
+    windows = windows or latent_windows(sid_map)
+    generator = torch.Generator().manual_seed(seed)
+    anchors = [torch.randn(len(w.history), HIDDEN, generator=generator).tolist() for w in windows]
+    dataset = recommendation_dataset(windows, sid_map).select_columns(["prompt", "completion"])
+    return dataset.add_column("anchors", anchors)
+
+
+def make_trainer(tokenizer, sid_map, output_dir, dataset=None, **overrides) -> LasarSFTTrainer:
+    model = make_tiny_model(tokenizer)
+    add_sid_tokens(model, tokenizer, sid_map)
+    dataset = dataset if dataset is not None else latent_dataset(sid_map)
+    return LasarSFTTrainer(
+        model=model, args=lasar_args(output_dir, **overrides), train_dataset=dataset, eval_dataset=dataset,
+        processing_class=tokenizer, sid_map=sid_map,
+    )
+
+
+def test_collator_pads_prompts_left_completions_right_and_anchors_with_zeros():
+    collator = LatentSFTCollator(pad_token_id=0, bot_token_id=9)
+    examples = [
+        {"input_ids": [5, 9, 7, 8, 2], "labels": [-100, -100, 7, 8, 2], "anchors": [[1.0, 2.0]]},
+        {"input_ids": [4, 5, 6, 9, 7, 2], "labels": [-100, -100, -100, -100, 7, 2], "anchors": [[3.0, 4.0], [5.0, 6.0]]},
+    ]
+    batch = collator(examples)
+    assert batch["prompt_ids"].tolist() == [[0, 0, 5, 9], [4, 5, 6, 9]]
+    assert batch["prompt_mask"].tolist() == [[0, 0, 1, 1], [1, 1, 1, 1]]
+    assert batch["completion_ids"].tolist() == [[7, 8, 2], [7, 2, 0]]
+    assert batch["labels"].tolist() == [[7, 8, 2], [7, 2, -100]]
+    assert batch["num_segments"].tolist() == [1, 2]
+    assert batch["anchors"].tolist() == [[[1.0, 2.0], [0.0, 0.0]], [[3.0, 4.0], [5.0, 6.0]]]
+
+
+def test_collator_refuses_a_prompt_that_does_not_end_in_bot():
+    collator = LatentSFTCollator(pad_token_id=0, bot_token_id=9)
+    with pytest.raises(ValueError, match=f"row 0 .*{BOT_TOKEN}"):
+        collator([{"input_ids": [5, 6, 7], "labels": [-100, -100, 7]}])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(depth_mode="fixed"), "fixed_depth"),
+        (dict(depth_mode="fixed", fixed_depth=9), "fixed_depth"),
+        (dict(depth_mode="cot", fixed_depth=2), "only used with depth_mode=fixed"),
+        (dict(min_depth=3, n_max=2), "min_depth"),
+        (dict(depth_mode="adaptive"), "depth_mode"),
+        (dict(align_space="logits"), "align_space"),
+        (dict(align_kind="l1"), "align_kind"),
+        (dict(align_temperature=0.0), "align_temperature"),
+        (dict(latent_projection="mlp"), "latent_projection"),
+        (dict(policy_head_learning_rate=0.0), "policy_head_learning_rate"),
+    ],
+)
+def test_invalid_configs_fail_with_the_field_named(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        lasar_args(tmp_path, **overrides)
+
+
+def test_missing_or_wrong_size_anchors_fail_before_training(smol_tokenizer, tiny_sid_map, tmp_path):
+    dataset = latent_dataset(tiny_sid_map)
+    with pytest.raises(ValueError, match="no 'anchors' column"):
+        make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset.remove_columns("anchors"))
+    wrong = dataset.remove_columns("anchors").add_column(
+        "anchors", [[[0.0] * HIDDEN] * (1 + row % 4) if row != 5 else [[0.0] * 16] for row in range(len(dataset))]
+    )
+    with pytest.raises(ValueError, match="row 5: anchors have width 16 .* hidden size is 32"):
+        make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, dataset=wrong)
+    # a fixed-depth run without alignment needs no CoT at all
+    make_trainer(
+        smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset.remove_columns("anchors"),
+        depth_mode="fixed", fixed_depth=2, align_weight=0.0,
+    )
+
+
+def one_batch(trainer):
+    return trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+
+
+def test_loss_is_ce_plus_weighted_alignment_and_depth_terms(smol_tokenizer, tiny_sid_map, tmp_path):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, align_weight=0.5, depth_loss_weight=0.25)
+    inputs = one_batch(trainer)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, inputs)
+    logged = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+    assert loss.item() == pytest.approx(logged["ce"] + 0.5 * logged["align_kl"] + 0.25 * logged["depth_ce"], rel=1e-5)
+    assert logged["mean_depth"] == pytest.approx(inputs["num_segments"].float().mean().item())
+    assert 0 <= logged["depth_accuracy"] <= 1 and logged["latent_norm_ratio"] > 0
+
+
+def test_fixed_depth_trains_no_head_and_ignores_segment_counts(smol_tokenizer, tiny_sid_map, tmp_path):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, depth_mode="fixed", fixed_depth=3)
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, one_batch(trainer))
+    logged = trainer._metrics["train"]
+    assert logged["mean_depth"] == [3.0] and "depth_ce" not in logged and "align_kl" in logged
+
+
+def test_loss_with_activation_checkpointing_equals_loss_without(smol_tokenizer, tiny_sid_map, tmp_path):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path)
+    inputs = one_batch(trainer)
+    model = trainer.model
+    model.train()
+    plain = trainer.compute_loss(model, inputs).item()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    assert trainer.compute_loss(model, inputs).item() == pytest.approx(plain, rel=1e-6)
+
+
+@pytest.mark.parametrize("align_space, align_kind", [("vocab", "kl"), ("hidden", "cosine"), ("hidden", "mse")])
+def test_other_alignment_spaces_and_kinds_give_a_finite_loss_with_gradients(
+    smol_tokenizer, tiny_sid_map, tmp_path, align_space, align_kind
+):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, align_space=align_space, align_kind=align_kind)
+    loss = trainer.compute_loss(trainer.model, one_batch(trainer))
+    loss.backward()
+    assert torch.isfinite(loss) and trainer.model.get_input_embeddings().weight.grad.abs().sum() > 0
+    assert trainer._metrics["train"][f"align_{align_kind}"][-1] >= 0
+
+
+def test_training_lowers_the_loss_learns_depth_and_round_trips(smol_tokenizer, tiny_sid_map, tmp_path):
+    """A few steps lower the loss; the Policy Head beats the majority depth; the saved
+    checkpoint reloads with head, config and SID map, and recommend uses the head's depth."""
+    windows = latent_windows(tiny_sid_map, rows=64)
+    dataset = latent_dataset(tiny_sid_map, windows)
+    trainer = make_trainer(
+        smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset, max_steps=40, learning_rate=3e-3,
+        policy_head_learning_rate=3e-2,
+    )
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_loss"] < before - 0.5
+    majority = max(torch.bincount(torch.tensor([len(a) for a in dataset["anchors"]]))).item() / len(dataset)
+    assert after["eval_depth_accuracy"] > majority + 0.2
+
+    trainer.save_model(str(tmp_path / "final"))
+    final = tmp_path / "final"
+    assert json.loads((final / LASAR_CONFIG_FILE).read_text())["depth_mode"] == "cot"
+    with safe_open(str(final / "model.safetensors"), "pt") as weights:
+        assert not [key for key in weights.keys() if "lasar" in key]  # the head lives in its own file
+    model, tokenizer, sid_map = load_recommender(str(final))
+    assert sid_map == tiny_sid_map
+    trained_head = get_lasar(trainer.model).policy_head.state_dict()
+    for key, value in get_lasar(model).policy_head.state_dict().items():
+        torch.testing.assert_close(value, trained_head[key])
+
+    windows = windows[:8]
+    recs = recommend(model, tokenizer, sid_map, [w.history for w in windows], top_k=5, num_beams=5)
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(8)]))
+    with torch.no_grad():
+        first = run_latent_loop(model, batch["prompt_ids"], batch["prompt_mask"], torch.zeros(8, dtype=torch.long))
+        expected = get_lasar(model).policy_head.argmax_depth(first.first_state)
+    assert recs.depths == expected.tolist()
+    forced = evaluate_recommender(model, tokenizer, sid_map, windows, num_beams=5, depth=2)
+    assert forced["depth_histogram"] == {"2": 8} and forced["mean_depth"] == 2.0
+
+
+def test_fixed_depth_checkpoint_recommends_at_its_depth(smol_tokenizer, tiny_sid_map, tmp_path):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, depth_mode="fixed", fixed_depth=3, max_steps=2)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    model, tokenizer, sid_map = load_recommender(str(tmp_path / "final"))
+    items = sid_map.item_ids
+    recs = recommend(model, tokenizer, sid_map, [items[:3], items[3:5]], top_k=5, num_beams=5)
+    assert recs.depths == [3, 3]
+    assert recommend(model, tokenizer, sid_map, [items[:3]], top_k=5, num_beams=5, depth=0).depths == [0]
+
+
+def test_resume_restores_the_policy_head(smol_tokenizer, tiny_sid_map, tmp_path):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    trainer.train()
+    checkpoint = get_last_checkpoint(str(tmp_path))
+    assert os.path.isfile(os.path.join(checkpoint, LASAR_HEAD_FILE))
+    head = {k: v.clone() for k, v in get_lasar(trainer.model).state_dict().items()}
+
+    resumed = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    resumed._load_from_checkpoint(checkpoint)
+    for key, value in get_lasar(resumed.model).state_dict().items():
+        torch.testing.assert_close(value, head[key])
