@@ -50,6 +50,56 @@ class RecScriptArguments:
             raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
 
 
+COT_SOURCES = ("metadata", "file", "hf", "openai")
+
+
+@dataclass
+class CotArguments:
+    """Where Stage 2's chains of thought come from, and how they are segmented."""
+
+    cot_source: str = field(
+        default="metadata",
+        metadata={
+            "help": "`metadata`: the offline rationale writer (a weak teacher: it restates catalog statistics); "
+            "`file`: a JSON-lines file of {prompt, cot}; `hf`: a Hugging Face causal LM (teacher_model); "
+            "`openai`: an OpenAI-compatible endpoint (teacher_base_url, teacher_model, key from the environment)."
+        },
+    )
+    cot_file: str | None = field(default=None, metadata={"help": "JSON lines with `prompt` and `cot` (cot_source=file)."})
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "HF model path or hub id (hf), or the served model's name (openai)."}
+    )
+    teacher_base_url: str | None = field(default=None, metadata={"help": "e.g. http://127.0.0.1:8000/v1 (openai)."})
+    teacher_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the endpoint's API key."}
+    )
+    teacher_max_new_tokens: int = field(default=128, metadata={"help": "Longest rationale a teacher may write."})
+    teacher_concurrency: int = field(default=4, metadata={"help": "Requests in flight to the endpoint."})
+    segment_merge_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Merge neighbouring CoT sentences whose all-MiniLM-L6-v2 embeddings are at least this similar "
+            "(the paper's semantic segmentation); unset: one segment per sentence."
+        },
+    )
+    cot_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where teacher answers and anchors are cached (default: OUTPUT_DIR/cot); reused by reruns."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.cot_source not in COT_SOURCES:
+            raise ValueError(f"cot_source must be one of {COT_SOURCES}, got {self.cot_source!r}")
+        if self.cot_source == "file" and not self.cot_file:
+            raise ValueError("cot_source=file needs --cot_file")
+        if self.cot_source in ("hf", "openai") and not self.teacher_model:
+            raise ValueError(f"cot_source={self.cot_source} needs --teacher_model")
+        if self.cot_source == "openai" and not self.teacher_base_url:
+            raise ValueError("cot_source=openai needs --teacher_base_url")
+        if self.segment_merge_threshold is not None and not 0 < self.segment_merge_threshold <= 1:
+            raise ValueError(f"segment_merge_threshold must be in (0, 1], got {self.segment_merge_threshold}")
+
+
 def default_model(name_or_path: str | None) -> str:
     """The model to start from: the given one, else the offline embedded SmolLM2-135M."""
     return name_or_path or EMBEDDED_MODEL

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
+from collections.abc import Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .configs import RecScriptArguments
-from .data.schema import RecData
+from .configs import CotArguments, RecScriptArguments
+from .cot.dataset import history_text, metadata_rationales
+from .cot.teacher import HFTeacher, OpenAITeacher, generate_cached, rationale_request
+from .data.schema import DataFormatError, RecData, Window
+from .data.tasks import history_prompt
 from .atomic import write_json_atomic
 from .evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
 from .modeling.checkpoint import SID_MAP_FILE, check_same_sid_map
@@ -80,3 +86,57 @@ def evaluate_and_report(
         payload["baselines"] = {"most-popular": results["most-popular"]}
         write_json_atomic(output_json, payload)
     return results
+
+
+def training_windows(data: RecData, max_samples: int | None, seed: int) -> list[Window]:
+    """The training windows, or a seeded random subset of `max_samples` of them (in data order)."""
+    windows = data.splits["train"]
+    if max_samples is None or max_samples >= len(windows):
+        return list(windows)
+    return [windows[i] for i in sorted(random.Random(seed).sample(range(len(windows)), max_samples))]
+
+
+def read_cot_file(path: str, prompts: Sequence[str]) -> list[str]:
+    """CoTs from JSON lines `{"prompt": ..., "cot": ...}`, looked up by prompt; every
+    prompt must have one."""
+    by_prompt = {}
+    with open(path) as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                by_prompt[row["prompt"]] = row["cot"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise DataFormatError(f"{path} line {line_number}: expected {{\"prompt\", \"cot\"}} ({error})") from None
+    missing = [p for p in prompts if p not in by_prompt]
+    if missing:
+        raise DataFormatError(f"{path} has no CoT for {len(missing)} of {len(prompts)} prompts, e.g. {missing[0]!r}")
+    return [by_prompt[p] for p in prompts]
+
+
+def rationales(
+    cot_args: CotArguments, data: RecData, sid_map: SidMap, windows: Sequence[Window], cache_dir: str
+) -> list[str]:
+    """One CoT per window from the configured source; teacher answers are cached in
+    `cache_dir/teacher.jsonl`, so an interrupted run resumes where it stopped."""
+    if cot_args.cot_source == "metadata":
+        return metadata_rationales(data, sid_map, windows)
+    if cot_args.cot_source == "file":
+        return read_cot_file(cot_args.cot_file, [history_prompt(w.history, sid_map) for w in windows])
+    if cot_args.cot_source == "hf":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        teacher = HFTeacher(
+            AutoModelForCausalLM.from_pretrained(cot_args.teacher_model, dtype="auto"),
+            AutoTokenizer.from_pretrained(cot_args.teacher_model),
+            max_new_tokens=cot_args.teacher_max_new_tokens,
+        )
+    else:
+        teacher = OpenAITeacher(
+            cot_args.teacher_base_url, cot_args.teacher_model, api_key_env=cot_args.teacher_api_key_env,
+            concurrency=cot_args.teacher_concurrency, max_tokens=cot_args.teacher_max_new_tokens,
+        )
+    requests = [rationale_request(history_text(w.history, data, sid_map)) for w in windows]
+    os.makedirs(cache_dir, exist_ok=True)
+    return generate_cached(teacher, requests, os.path.join(cache_dir, "teacher.jsonl"), show_progress=True)

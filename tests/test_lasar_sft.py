@@ -226,3 +226,49 @@ def test_resume_restores_the_policy_head(smol_tokenizer, tiny_sid_map, tmp_path)
     resumed._load_from_checkpoint(checkpoint)
     for key, value in get_lasar(resumed.model).state_dict().items():
         torch.testing.assert_close(value, head[key])
+
+
+def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates(
+    smol_tokenizer, tiny_recbole_dir, tmp_path
+):
+    """sft_latent.py (YAML + flags) from a Stage-1 folder, run twice (the second run
+    reuses CoT anchors), then evaluate.py at the head's depths and at a forced depth."""
+    from lasar_trl.data import load_dataset_spec
+    from lasar_trl.sid.build import build_sid_map
+    from test_stage1 import run_recipe
+
+    dataset = f"recbole:{tiny_recbole_dir}"
+    sid_map = build_sid_map(load_dataset_spec(dataset), codebook_size=4)
+    stage1 = tmp_path / "stage1"
+    model = make_tiny_model(smol_tokenizer)
+    add_sid_tokens(model, smol_tokenizer, sid_map)
+    model.save_pretrained(stage1)
+    smol_tokenizer.save_pretrained(stage1)
+    sid_map.save(stage1)
+
+    out = tmp_path / "stage2"
+    flags = (
+        "recipes/sft_latent.py", "--config", "recipes/sft_latent.yaml", "--model_name_or_path", str(stage1),
+        "--dataset", dataset, "--output_dir", str(out), "--max_steps", "2", "--max_train_samples", "12",
+        "--per_device_train_batch_size", "4", "--eval_max_samples", "6", "--use_cpu", "true",
+    )
+    result = run_recipe(*flags)
+    assert "lasar stage2 (cot)" in result.stdout and "most-popular" in result.stdout
+    for name in ("sid_map.json", LASAR_HEAD_FILE, LASAR_CONFIG_FILE, "model.safetensors"):
+        assert (out / name).is_file(), name
+    shards = sorted((out / "cot" / "anchors").glob("anchors-*.safetensors"))
+    assert shards
+    stamps = [shard.stat().st_mtime_ns for shard in shards]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["num_samples"] == 6 and sum(results["depth_histogram"].values()) == 6
+    assert results["invalid_rate"] == 0.0
+
+    run_recipe(*flags, "--output_dir", str(tmp_path / "again"), "--cot_cache_dir", str(out / "cot"))
+    assert sorted((out / "cot" / "anchors").glob("anchors-*.safetensors")) == shards
+    assert [shard.stat().st_mtime_ns for shard in shards] == stamps  # nothing re-extracted
+
+    report = tmp_path / "forced.json"
+    run_recipe("recipes/evaluate.py", "--checkpoint", str(out), "--dataset", dataset, "--max_samples", "4",
+               "--depth", "3", "--output_json", str(report), "--device", "cpu")
+    forced = json.loads(report.read_text())
+    assert forced["depth_histogram"] == {"3": 4} and forced["forced_depth"] == 3

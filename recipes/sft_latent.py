@@ -1,0 +1,89 @@
+"""Stage 2: latent reasoning SFT from a Stage-1 checkpoint, then evaluate.
+
+    accelerate launch recipes/sft_latent.py --config recipes/sft_latent.yaml
+
+Builds (or reuses from OUTPUT_DIR/cot) one CoT per training sample, splits it into
+segments, takes the Stage-1 model's hidden state at the end of each segment as an anchor,
+then trains the latent loop, the step-wise alignment and the Policy Head
+(`LasarSFTTrainer`). Saves model, tokenizer, sid_map.json, lasar_head.safetensors and
+lasar_config.json, and evaluates at the Policy Head's depths.
+"""
+
+import logging
+import os
+
+import transformers
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from lasar_trl.configs import CotArguments, RecScriptArguments
+from lasar_trl.cot.dataset import latent_sft_dataset
+from lasar_trl.data import load_dataset_spec
+from lasar_trl.data.tasks import check_items_known
+from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
+from lasar_trl.modeling.loading import resolve_model_path
+from lasar_trl.pipeline import evaluate_and_report, rationales, training_windows
+from lasar_trl.sid.sid_map import SidMap
+from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
+from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def main(
+    script_args: RecScriptArguments, cot_args: CotArguments, training_args: LasarSFTConfig, model_args: ModelConfig
+) -> None:
+    set_seed(training_args.seed)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+    # The Stage-1 checkpoint: its SID map and tokens, and the model the anchors come from.
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path must name a Stage-1 checkpoint (see recipes/sft_stage1.py)")
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    if not os.path.isfile(os.path.join(model_path, SID_MAP_FILE)):
+        raise ValueError(f"{model_path} has no {SID_MAP_FILE}: Stage 2 starts from a Stage-1 checkpoint")
+    expected_map = SidMap.load(script_args.sid_map) if script_args.sid_map else None
+    model, tokenizer, sid_map = load_recommender(model_path, expected_map, dtype=model_args.dtype)
+    data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
+    check_items_known(data, sid_map)
+
+    # CoT -> segments -> anchors, for exactly the samples trained on; cached for reruns.
+    windows = training_windows(data, script_args.max_train_samples, training_args.seed)
+    cache_dir = cot_args.cot_cache_dir or os.path.join(training_args.output_dir, "cot")
+    with training_args.main_process_first(desc="CoT and anchors"):
+        cots = rationales(cot_args, data, sid_map, windows, cache_dir)
+        train_dataset = latent_sft_dataset(
+            model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
+            merge_threshold=cot_args.segment_merge_threshold, show_progress=True,
+        )
+    segments = [len(a) for a in train_dataset["anchors"]]
+    logger.info("%d samples, %.2f CoT segments on average (max %d)", len(segments), sum(segments) / len(segments), max(segments))
+
+    trainer = LasarSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset.select_columns(["prompt", "completion", "anchors"]),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        sid_map=sid_map,
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+
+    if trainer.accelerator.is_main_process:
+        evaluate_and_report(
+            trainer.model, tokenizer, sid_map, data, script_args, label=f"lasar stage2 ({training_args.depth_mode})",
+            output_json=os.path.join(training_args.output_dir, "eval_results.json"),
+        )
+
+
+if __name__ == "__main__":
+    parser = TrlParser((RecScriptArguments, CotArguments, LasarSFTConfig, ModelConfig))
+    main(*parser.parse_args_and_config())
