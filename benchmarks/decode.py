@@ -14,27 +14,19 @@ It also checks that constrained outputs are real items and that ours and generat
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, HfArgumentParser
+from common import command_line, load_model, machine_info
+from transformers import GenerationConfig, HfArgumentParser
 
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import history_prompt
 from lasar_trl.evaluation.recommend import encode_prompts, sid_beam_search
-from lasar_trl.modeling.checkpoint import load_recommender
-from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
-from lasar_trl.sid import SidMap, build_sid_map
-from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.atomic import write_json_atomic
+from lasar_trl.modeling.loading import EMBEDDED_MODEL
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
 
 TARGETS = {"ours_over_unconstrained": 1.10, "ours_over_generate": 0.50}
@@ -57,24 +49,6 @@ class BenchmarkArguments:
     output_json: str = field(default="benchmarks/results/decode.json", metadata={"help": "Where to write results."})
 
 
-def load(args: BenchmarkArguments, data):
-    """(model in eval mode on args.device, tokenizer, sid_map)."""
-    dtype = getattr(torch, args.dtype)
-    given_map = SidMap.load(args.sid_map) if args.sid_map else None
-    if args.checkpoint:
-        model, tokenizer, sid_map = load_recommender(args.checkpoint, given_map, dtype=dtype, device=args.device)
-    else:
-        sid_map = given_map or build_sid_map(data)
-        path = resolve_model_path(args.model)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        add_sid_tokens(model, tokenizer, sid_map, seed=args.seed)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    # generate fills every unset field from model.generation_config: neutralise the checkpoint's own
-    model.generation_config = GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return model.to(args.device).eval(), tokenizer, sid_map
-
-
 def generation_config(tokenizer, num_beams: int, sid_length: int) -> GenerationConfig:
     """Complete beam-search settings scored like ours: summed log-probs (length_penalty=0), no sampling."""
     return GenerationConfig(
@@ -93,16 +67,12 @@ def walk_items(trie: SidTrie, sequences: torch.Tensor) -> torch.Tensor:
     return trie.items_of(nodes).reshape(sequences.shape[:-1])
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []
-    return names[0] if names else platform.processor()
-
-
 def main(args: BenchmarkArguments) -> dict:
     data = load_dataset_spec(args.dataset)
-    model, tokenizer, sid_map = load(args, data)
+    model, tokenizer, sid_map = load_model(
+        data, model=args.model, checkpoint=args.checkpoint, sid_map=args.sid_map, device=args.device,
+        dtype=args.dtype, seed=args.seed,
+    )
     trie = SidTrie.from_sid_map(sid_map, tokenizer).to(args.device)
     length = trie.sid_length
     prompts = [history_prompt(w.history, sid_map) for w in data.splits["test"][: args.num_requests]]
@@ -159,15 +129,8 @@ def main(args: BenchmarkArguments) -> dict:
         print("  " + ", ".join(f"{v} {t:.1f} ms/request" for v, t in ms.items()), flush=True)
 
     return {
-        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
-        "machine": {
-            "processor": platform.processor(), "machine": platform.machine(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": args.device, "dtype": str(model.dtype),
-            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_model(),
-        },
+        "command": command_line(),
+        "machine": machine_info(args.device, model.dtype),
         "arguments": asdict(args), "num_requests": len(prompts), "sid_length": length, "num_items": trie.num_items,
         "mean_prompt_tokens": statistics.mean(len(tokenizer(p)["input_ids"]) for p in prompts),
         "timing": "median over requests x repeats of (batch wall time / batch size), one warm-up per variant first",
@@ -198,6 +161,5 @@ if __name__ == "__main__":
     with torch.inference_mode():
         report = main(arguments)
     print_table(report)
-    Path(arguments.output_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(arguments.output_json).write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(arguments.output_json, report)
     print(f"\nwrote {arguments.output_json}")

@@ -8,7 +8,9 @@ import os
 import random
 from collections.abc import Sequence
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+import torch
+import transformers
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments, set_seed
 
 from .configs import CotArguments, RecScriptArguments
 from .cot.dataset import history_text, metadata_rationales
@@ -22,6 +24,21 @@ from .sid.build import build_sid_map
 from .sid.sid_map import SidMap
 
 logger = logging.getLogger(__name__)
+
+
+def setup_run(training_args: TrainingArguments) -> None:
+    """Seed, log format and verbosity of a recipe; on CPU, one process uses every core.
+
+    `accelerate launch` sets OMP_NUM_THREADS=1 unless given `--num_cpu_threads_per_process`
+    (or a `use_cpu` config), which halves a 2-core machine's speed for no gain when a
+    single process does all the work.
+    """
+    set_seed(training_args.seed)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    single_process = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) == 1
+    if single_process and not torch.cuda.is_available():
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
 
 
 def prepare_sid_map(script_args: RecScriptArguments, data: RecData, model_path: str, output_dir: str) -> SidMap:

@@ -12,8 +12,6 @@ lasar_config.json, and evaluates at the Policy Head's depths.
 import logging
 import os
 
-import transformers
-from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
@@ -23,7 +21,7 @@ from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import check_items_known
 from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
 from lasar_trl.modeling.loading import resolve_model_path
-from lasar_trl.pipeline import evaluate_and_report, rationales, training_windows
+from lasar_trl.pipeline import evaluate_and_report, rationales, setup_run, training_windows
 from lasar_trl.sid.sid_map import SidMap
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
@@ -34,9 +32,7 @@ logger = logging.getLogger(__name__)
 def main(
     script_args: RecScriptArguments, cot_args: CotArguments, training_args: LasarSFTConfig, model_args: ModelConfig
 ) -> None:
-    set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    setup_run(training_args)
 
     # The Stage-1 checkpoint: its SID map and tokens, and the model the anchors come from.
     if not model_args.model_name_or_path:

@@ -9,8 +9,7 @@ task mix of DESIGN.md section 4. Saves model, tokenizer and sid_map.json.
 import logging
 import os
 
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
@@ -18,7 +17,7 @@ from lasar_trl.configs import RecScriptArguments, default_model
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import check_items_known, recommendation_dataset, stage1_dataset
 from lasar_trl.modeling.loading import resolve_model_path
-from lasar_trl.pipeline import evaluate_and_report, prepare_sid_map
+from lasar_trl.pipeline import evaluate_and_report, prepare_sid_map, setup_run
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.trainers.sft import SidSFTTrainer
 
@@ -26,9 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def main(script_args: RecScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
-    set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    setup_run(training_args)
 
     # Data and SIDs.
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)

@@ -272,3 +272,70 @@ def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates
                "--depth", "3", "--output_json", str(report), "--device", "cpu")
     forced = json.loads(report.read_text())
     assert forced["depth_histogram"] == {"3": 4} and forced["forced_depth"] == 3
+
+
+def test_drop_in_for_an_sft_trainer_script(smol_tokenizer, tiny_sid_map, tmp_path):
+    """An SFTTrainer script (model given by path, no processing_class, no extras) runs on a
+    Stage-1 checkpoint by swapping in LasarSFTTrainer and LasarSFTConfig; the SID map
+    comes from the checkpoint folder and is saved with the result."""
+    stage1 = tmp_path / "stage1"
+    model = make_tiny_model(smol_tokenizer)
+    add_sid_tokens(model, smol_tokenizer, tiny_sid_map)
+    model.save_pretrained(stage1)
+    smol_tokenizer.save_pretrained(stage1)
+    tiny_sid_map.save(stage1)
+
+    trainer = LasarSFTTrainer(
+        model=str(stage1), args=lasar_args(tmp_path / "out", max_steps=2), train_dataset=latent_dataset(tiny_sid_map)
+    )
+    trainer.train()
+    trainer.save_model()
+    model, _, sid_map = load_recommender(str(tmp_path / "out"))
+    assert sid_map == tiny_sid_map and get_lasar(model) is not None
+
+
+def test_with_lora_the_policy_head_still_trains_and_is_saved_beside_the_adapter(
+    smol_tokenizer, tiny_sid_map, tmp_path
+):
+    from peft import LoraConfig
+
+    model = make_tiny_model(smol_tokenizer)
+    add_sid_tokens(model, smol_tokenizer, tiny_sid_map)
+    trainer = LasarSFTTrainer(
+        model=model, args=lasar_args(tmp_path, max_steps=3), train_dataset=latent_dataset(tiny_sid_map),
+        processing_class=smol_tokenizer, sid_map=tiny_sid_map,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    head = {key: value.clone() for key, value in get_lasar(trainer.model).state_dict().items()}
+    trainer.train()
+    assert any(not torch.equal(value, head[key]) for key, value in get_lasar(trainer.model).state_dict().items())
+    trainer.save_model(str(tmp_path / "final"))
+    with safe_open(str(tmp_path / "final" / "adapter_model.safetensors"), "pt") as adapter:
+        keys = list(adapter.keys())
+    assert keys and not [key for key in keys if "lasar" in key]
+    assert (tmp_path / "final" / LASAR_HEAD_FILE).is_file()
+
+
+def test_latent_projections_linear_starts_as_identity_and_rescale_matches_embedding_norm(
+    smol_tokenizer, tiny_sid_map, tmp_path
+):
+    plain = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path / "none")
+    inputs = one_batch(plain)
+    with torch.no_grad():
+        plain_loss = plain.compute_loss(plain.model, inputs).item()
+    linear = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path / "linear", latent_projection="linear")
+    linear.model.load_state_dict(plain.model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert linear.compute_loss(linear.model, inputs).item() == pytest.approx(plain_loss, rel=1e-5)
+
+    rescale = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path / "rescale", latent_projection="rescale", max_steps=1)
+    lasar = get_lasar(rescale.model)
+    embedding_norm = rescale.model.get_input_embeddings().weight.norm(dim=-1).mean().item()
+    assert lasar.config.embedding_norm == pytest.approx(embedding_norm, rel=1e-5)
+    assert lasar.latent_projection(torch.randn(3, HIDDEN) * 50).norm(dim=-1).tolist() == pytest.approx(
+        [embedding_norm] * 3, rel=1e-4
+    )
+    rescale.train()
+    rescale.save_model(str(tmp_path / "rescaled"))
+    model, _, _ = load_recommender(str(tmp_path / "rescaled"))
+    assert get_lasar(model).config == lasar.config

@@ -10,6 +10,7 @@ from conftest import make_tiny_model
 from lasar_trl.data.tasks import history_prompt
 from lasar_trl.evaluation.recommend import encode_prompts, recommend, sid_beam_search
 from lasar_trl.modeling.checkpoint import SidMapMismatchError, load_recommender
+from lasar_trl.modeling.latent import run_latent_loop, sid_logits_after_latents
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
@@ -82,6 +83,29 @@ def test_exhaustive_beam_search_scores_every_item_exactly(tiny_recommender):
         assert (output.scores[row][:-1] >= output.scores[row][1:]).all()
         for beam in (0, 7, len(sid_map) - 1):
             expected = sid_log_prob(model, tokenizer, prompt, sid_map.sid(sid_map.item_ids[items[row, beam]]))
+            assert output.scores[row, beam].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_beam_search_after_latent_steps_scores_every_item_exactly(tiny_recommender):
+    """Rows of different depths, left-padded: after the latent loop the cache expanded per
+    beam must give each item the SID log-prob of the teacher-forced latent trajectory."""
+    model, tokenizer, sid_map = tiny_recommender
+    histories = [["1", "2", "3", "4", "5", "6"], ["7"]]
+    depths = torch.tensor([3, 1])
+    trie = SidTrie.from_sid_map(sid_map, tokenizer)
+    batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in histories], "cpu")
+    output = sid_beam_search(model, **batch, trie=trie, num_beams=len(sid_map), num_steps=depths)
+    assert output.depths.tolist() == [3, 1]
+    items = trie.items_of(output.leaf_nodes)
+    for row, history in enumerate(histories):
+        alone = encode_prompts(tokenizer, [history_prompt(history, sid_map)], "cpu")
+        for beam in (0, 5, len(sid_map) - 1):
+            sid = sid_map.sid(sid_map.item_ids[items[row, beam]])
+            sid_ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokenizer.tokenize(sid))])
+            with torch.no_grad():
+                trajectory = run_latent_loop(model, **alone, num_steps=depths[row : row + 1])
+                log_probs = torch.log_softmax(sid_logits_after_latents(model, trajectory, sid_ids)[0, :-1], -1)
+            expected = log_probs.gather(-1, sid_ids[0].unsqueeze(-1)).sum().item()
             assert output.scores[row, beam].item() == pytest.approx(expected, abs=1e-4)
 
 

@@ -177,7 +177,9 @@ def _weights_sha256(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
         for tensor in (bot_row, *model.parameters()):
             flat = tensor.detach().reshape(-1)
             count = min(flat.numel(), WEIGHT_SAMPLE)
-            picked = flat[torch.linspace(0, flat.numel() - 1, count, device=flat.device).long()]
+            # integer spacing: float linspace rounds past the end of tensors this large
+            index = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
+            picked = flat[index]
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(picked.float().cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -304,8 +306,8 @@ def anchors_for_samples(
     keys = [sample_key(*sample) for sample in zip(prompts, cots, segments)]
     missing = list({key: index for index, key in enumerate(keys) if key not in store}.values())  # one per key
     logger.info(
-        "anchors: %d of %d samples already in %s, extracting %d",
-        len(keys) - len(missing), len(keys), store_dir, len(missing),
+        "anchors: %d distinct samples of %d, %d already in %s, extracting %d",
+        len(set(keys)), len(keys), len(set(keys)) - len(missing), store_dir, len(missing),
     )
     for start in range(0, len(missing), shard_size):
         chunk = missing[start : start + shard_size]

@@ -107,6 +107,8 @@ class LasarSFTTrainer(SidSFTTrainer):
         hidden_size = base.config.hidden_size
         wanted = args.lasar_config(hidden_size)
         lasar = get_lasar(base)
+        if lasar is None and has_lasar(base.config._name_or_path):  # continuing from a Stage-2 checkpoint
+            lasar = load_lasar(base, base.config._name_or_path)
         if lasar is None:
             lasar = attach_lasar(base, wanted)
         elif (lasar.config.n_max, lasar.config.min_depth) != (wanted.n_max, wanted.min_depth):

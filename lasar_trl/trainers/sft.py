@@ -9,6 +9,7 @@ import tempfile
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
+from ..modeling.checkpoint import SID_MAP_FILE
 from ..modeling.lasar import get_lasar, save_lasar, split_lasar_state
 from ..sid.sid_map import SidMap
 
@@ -24,9 +25,20 @@ class SidSFTTrainer(SFTTrainer):
     leaves a half-written `checkpoint-N` for `--resume_from_checkpoint` to pick.
     """
 
-    def __init__(self, *args, sid_map: SidMap, **kwargs):
+    def __init__(self, *args, sid_map: SidMap | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sid_map = sid_map
+        self.sid_map = sid_map or self._starting_checkpoint_sid_map()
+
+    def _starting_checkpoint_sid_map(self) -> SidMap:
+        """Without `sid_map=`, the map of the checkpoint folder training starts from, so that
+        an `SFTTrainer` script works unchanged on a recommender checkpoint."""
+        path = self.accelerator.unwrap_model(self.model).config._name_or_path
+        if not os.path.isfile(os.path.join(path, SID_MAP_FILE)):
+            raise ValueError(
+                f"{type(self).__name__} needs the SID map its checkpoints are saved with: pass sid_map=..., or "
+                f"start from a recommender checkpoint folder with a {SID_MAP_FILE} ({path!r} has none)"
+            )
+        return SidMap.load(os.path.join(path, SID_MAP_FILE))
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Save into a staging folder, then move each file into place (each file

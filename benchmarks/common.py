@@ -1,0 +1,61 @@
+"""What every benchmark shares: the model it times and the record of where it ran."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from lasar_trl.data.schema import RecData
+from lasar_trl.modeling.checkpoint import load_recommender
+from lasar_trl.modeling.loading import resolve_model_path
+from lasar_trl.sid import SidMap, build_sid_map
+from lasar_trl.sid.tokenizer import add_sid_tokens
+
+
+def load_model(
+    data: RecData, *, model: str, checkpoint: str | None, sid_map: str | None, device: str, dtype: str, seed: int = 0
+):
+    """(model in eval mode on `device`, tokenizer, sid_map): a lasar checkpoint, or a base
+    model given SID tokens (SIDs built for `data` unless `sid_map` names a file)."""
+    torch_dtype = getattr(torch, dtype)
+    given_map = SidMap.load(sid_map) if sid_map else None
+    if checkpoint:
+        lm, tokenizer, the_map = load_recommender(checkpoint, given_map, dtype=torch_dtype, device=device)
+    else:
+        the_map = given_map or build_sid_map(data)
+        path = resolve_model_path(model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        add_sid_tokens(lm, tokenizer, the_map, seed=seed)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    # generate fills every unset field from model.generation_config: neutralise the checkpoint's own
+    lm.generation_config = GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return lm.to(device).eval(), tokenizer, the_map
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    return names[0] if names else platform.processor()
+
+
+def machine_info(device: str, dtype) -> dict:
+    return {
+        "processor": platform.processor(), "machine": platform.machine(), "platform": platform.platform(),
+        "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
+        "device": device, "dtype": str(dtype),
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else cpu_model(),
+    }
+
+
+def command_line() -> str:
+    return shlex.join([os.path.basename(sys.executable), *sys.argv])
