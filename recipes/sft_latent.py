@@ -41,7 +41,7 @@ def main(
     if not os.path.isfile(os.path.join(model_path, SID_MAP_FILE)):
         raise ValueError(f"{model_path} has no {SID_MAP_FILE}: Stage 2 starts from a Stage-1 checkpoint")
     expected_map = SidMap.load(script_args.sid_map) if script_args.sid_map else None
-    model, tokenizer, sid_map = load_recommender(model_path, expected_map, dtype=model_args.dtype)
+    model, tokenizer, sid_map = load_recommender(model_path, expected_map, dtype=model_args.dtype, device=training_args.device)
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
     check_items_known(data, sid_map)
 

@@ -98,6 +98,11 @@ def test_collator_refuses_a_prompt_that_does_not_end_in_bot():
         (dict(align_temperature=0.0), "align_temperature"),
         (dict(latent_projection="mlp"), "latent_projection"),
         (dict(policy_head_learning_rate=0.0), "policy_head_learning_rate"),
+        (dict(packing=True), "packing"),
+        (dict(padding_free=True), "padding_free"),
+        (dict(completion_only_loss=False), "completion_only_loss"),
+        (dict(truncation_mode="keep_end"), "keep_start"),
+        (dict(loss_type="dft"), "loss_type"),
     ],
 )
 def test_invalid_configs_fail_with_the_field_named(tmp_path, overrides, message):
@@ -142,6 +147,61 @@ def test_fixed_depth_trains_no_head_and_ignores_segment_counts(smol_tokenizer, t
         trainer.compute_loss(trainer.model, one_batch(trainer))
     logged = trainer._metrics["train"]
     assert logged["mean_depth"] == [3.0] and "depth_ce" not in logged and "align_kl" in logged
+    assert not any(p.requires_grad for p in get_lasar(trainer.model).policy_head.parameters())
+
+
+def test_depth_zero_latent_sft_is_exactly_stage1_sft(smol_tokenizer, tiny_sid_map, tmp_path):
+    """N = 0 is the Stage-1 layout: the latent trainer's CE equals SFTTrainer's loss on the same rows."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from lasar_trl.trainers.sft import SidSFTTrainer
+
+    dataset = latent_dataset(tiny_sid_map)
+    latent = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset, depth_mode="fixed",
+                          fixed_depth=0, min_depth=0, align_weight=0.0)
+    stage1 = SidSFTTrainer(
+        model=latent.model, args=SFTConfig(**{f.name: getattr(latent.args, f.name) for f in dataclasses.fields(SFTConfig)
+                                              if f.init}),
+        train_dataset=dataset.remove_columns("anchors"), processing_class=smol_tokenizer, sid_map=tiny_sid_map,
+    )
+    rows = [latent.train_dataset[i] for i in range(8)]
+    with torch.no_grad():
+        latent_loss = latent.compute_loss(latent.model, latent._prepare_inputs(latent.data_collator(rows)))
+        batch = stage1._prepare_inputs(stage1.data_collator([stage1.train_dataset[i] for i in range(8)]))
+        stage1_loss = stage1.compute_loss(stage1.model, batch)
+    assert latent_loss.item() == pytest.approx(stage1_loss.item(), rel=1e-5)
+
+
+def test_alignment_pairs_each_step_with_its_anchor_by_hand(smol_tokenizer, tiny_sid_map, tmp_path):
+    """fixed depth 2; S = 1 -> anchors (0, 0); S = 3 -> m(t) = ceil(3t/2) = (2, 3) -> (1, 2)."""
+    from lasar_trl.losses import symmetric_kl
+
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, depth_mode="fixed", fixed_depth=2)
+    generator = torch.Generator().manual_seed(1)
+    anchors = [torch.randn(1, HIDDEN, generator=generator), torch.randn(3, HIDDEN, generator=generator)]
+    rows = [dict(trainer.train_dataset[i], anchors=a.tolist()) for i, a in enumerate(anchors)]
+    inputs = trainer._prepare_inputs(trainer.data_collator(rows))
+    with torch.no_grad():
+        trajectory = run_latent_loop(trainer.model, inputs["prompt_ids"], inputs["prompt_mask"], torch.tensor([2, 2]))
+        got = trainer._alignment(trainer.model, trajectory, torch.tensor([2, 2]), inputs).item()
+    h = trajectory.latent_states
+    per_row = [
+        (symmetric_kl(h[0, 0], anchors[0][0]) + symmetric_kl(h[0, 1], anchors[0][0])) / 2,
+        (symmetric_kl(h[1, 0], anchors[1][1]) + symmetric_kl(h[1, 1], anchors[1][2])) / 2,
+    ]
+    assert got == pytest.approx(((per_row[0] + per_row[1]) / 2).item(), rel=1e-5)
+
+
+def test_segment_counts_above_n_max_are_clipped(smol_tokenizer, tiny_sid_map, tmp_path):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, n_max=2)
+    inputs = one_batch(trainer)
+    assert inputs["num_segments"].max() > 2
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, inputs)
+    expected = inputs["num_segments"].clamp(1, 2).float().mean().item()
+    assert trainer._metrics["train"]["mean_depth"][-1] == pytest.approx(expected)
 
 
 def test_loss_with_activation_checkpointing_equals_loss_without(smol_tokenizer, tiny_sid_map, tmp_path):

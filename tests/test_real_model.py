@@ -30,3 +30,43 @@ def test_embedded_model_recommends_valid_items(smol_path, tiny_sid_map):
         assert len(items) == 10 and len(set(items)) == 10
         assert not set(items) & set(history)
         assert sid in tiny_sid_map.items_by_sid
+
+
+def test_stage2_loss_on_the_real_model_is_unchanged_by_activation_checkpointing(
+    smol_path, tiny_sid_map, tmp_path, caplog
+):
+    """Real SmolLM2 layers: anchors from real CoT text, one Stage-2 loss with activation
+    checkpointing on and off. Also shows two pitfalls the trainer reports on this backbone:
+    latent states far larger than embeddings, and a one-hot hidden-space softmax."""
+    import datasets
+
+    from lasar_trl.cot.anchors import extract_anchors
+    from lasar_trl.cot.segment import split_sentences
+    from lasar_trl.data.tasks import history_prompt
+    from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
+    from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_path)
+    model = AutoModelForCausalLM.from_pretrained(smol_path)
+    add_sid_tokens(model, tokenizer, tiny_sid_map)
+    prompts = [history_prompt(["1", "2", "3"], tiny_sid_map), history_prompt(["4"], tiny_sid_map)]
+    cots = ["The user keeps coming back to one kind of item. The last two agree. Expect more of it.",
+            "Only one item so far. Guess a neighbour of it."]
+    segments = [split_sentences(cot) for cot in cots]
+    anchors = extract_anchors(model, tokenizer, prompts, cots, segments)
+    dataset = datasets.Dataset.from_dict({
+        "prompt": prompts, "completion": [tiny_sid_map.sid("5"), tiny_sid_map.sid("6")],
+        "anchors": [a.tolist() for a in anchors],
+    })
+    args = LasarSFTConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, report_to="none",
+                          per_device_train_batch_size=2, activation_checkpointing=False)
+    trainer = LasarSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              sid_map=tiny_sid_map)
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    model.train()
+    plain = trainer.compute_loss(model, inputs).item()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert trainer.compute_loss(model, inputs).item() == pytest.approx(plain, rel=1e-5)
+    assert trainer._metrics["train"]["mean_depth"][-1] == 2.5  # 3 and 2 segments
+    assert trainer._metrics["train"]["latent_norm_ratio"][-1] > 5  # final hidden states dwarf embeddings
+    assert trainer._metrics["train"]["align_kl"][-1] < 1e-6 and "aligns nothing" in caplog.text

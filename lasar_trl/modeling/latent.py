@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
-from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .backbone import decoder_forward
 
@@ -44,14 +43,15 @@ def cache_kept_under_checkpointing(model: nn.Module):
     latent loop would silently run without its context. The loss is unchanged; memory
     for the loop's activations is what checkpointing would have saved.
     """
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
-    for layer in layers:
-        layer.gradient_checkpointing = False
+    # the layers and the decoder itself (which would otherwise force use_cache=False)
+    modules = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    for module in modules:
+        module.gradient_checkpointing = False
     try:
         yield
     finally:
-        for layer in layers:
-            layer.gradient_checkpointing = True
+        for module in modules:
+            module.gradient_checkpointing = True
 
 
 def run_latent_loop(
@@ -72,8 +72,7 @@ def run_latent_loop(
     cache = DynamicCache(config=model.config)
     with cache_kept_under_checkpointing(model):
         first_state = decoder_forward(model, attention_mask, cache, input_ids=input_ids)[:, -1]  # (B, H)
-        if callable(num_steps):
-            num_steps = num_steps(first_state)
+        num_steps = (num_steps(first_state) if callable(num_steps) else num_steps).to(first_state.device)
         total_steps = int(num_steps.max()) if max_steps is None else max_steps
         if len(num_steps) and int(num_steps.max()) > total_steps:
             raise ValueError(f"max_steps={total_steps} is below the largest requested depth {int(num_steps.max())}")

@@ -72,6 +72,15 @@ class LasarSFTConfig(SFTConfig):
             raise ValueError(f"align_temperature must be > 0, got {self.align_temperature}")
         if self.align_weight < 0 or self.depth_loss_weight < 0:
             raise ValueError("align_weight and depth_loss_weight must be >= 0")
+        # SFT options the latent layout cannot honour: refuse them rather than ignore them
+        if self.packing or self.padding_free:
+            raise ValueError("packing / padding_free: latent SFT needs one prompt per row (the loop starts at <bot>)")
+        if self.completion_only_loss is False:
+            raise ValueError("completion_only_loss=False: latent SFT trains on the SID completion only")
+        if self.truncation_mode != "keep_start":
+            raise ValueError("truncation_mode must be keep_start: cutting the prompt's start changes what anchors saw")
+        if self.loss_type != "nll":
+            raise ValueError(f"loss_type={self.loss_type!r}: latent SFT's SID loss is cross-entropy (nll)")
         if self.policy_head_learning_rate is not None and self.policy_head_learning_rate <= 0:
             raise ValueError(f"policy_head_learning_rate must be > 0, got {self.policy_head_learning_rate}")
 

@@ -13,7 +13,8 @@ the SID) plus an `anchors` column: per row, S lists of H floats (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 import pyarrow.compute as pc
 import torch
@@ -23,12 +24,13 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..losses import alignment_loss, depth_loss, step_to_anchor
 from ..modeling.lasar import LasarModules, attach_lasar, get_lasar, has_lasar, load_lasar
-from ..modeling.latent import run_latent_loop, sid_logits_after_latents
+from ..modeling.forward import LatentOutput, add_latent_forward
 from ..sid.tokenizer import BOT_TOKEN
 from .lasar_sft_config import LasarSFTConfig
 from .sft import SidSFTTrainer
 
 ANCHORS_COLUMN = "anchors"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,6 +96,8 @@ class LasarSFTTrainer(SidSFTTrainer):
     it has none, and saved with it (`lasar_head.safetensors`, `lasar_config.json`)."""
 
     args: LasarSFTConfig
+    _checked_align_targets = False
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: Trainer divides it for accumulation
 
     def __init__(self, model, args: LasarSFTConfig, *pargs, data_collator=None, **kwargs):
         if not isinstance(args, LasarSFTConfig):
@@ -111,14 +115,21 @@ class LasarSFTTrainer(SidSFTTrainer):
             lasar = load_lasar(base, base.config._name_or_path)
         if lasar is None:
             lasar = attach_lasar(base, wanted)
-        elif (lasar.config.n_max, lasar.config.min_depth) != (wanted.n_max, wanted.min_depth):
-            raise ValueError(
-                f"the model's Policy Head covers depths {lasar.config.min_depth}..{lasar.config.n_max}, "
-                f"the config asks for {wanted.min_depth}..{wanted.n_max}"
-            )
-        lasar.config = wanted  # records this run's depth mode in the saved lasar_config.json
+        else:
+            built = (lasar.config.n_max, lasar.config.min_depth, lasar.config.latent_projection)
+            if built != (wanted.n_max, wanted.min_depth, wanted.latent_projection):
+                raise ValueError(
+                    f"the model's LASAR parts have (n_max, min_depth, latent_projection) = {built}, the config "
+                    f"asks for {(wanted.n_max, wanted.min_depth, wanted.latent_projection)}"
+                )
+            # this run's depth mode is what the saved lasar_config.json must record
+            lasar.config = replace(lasar.config, depth_mode=wanted.depth_mode, fixed_depth=wanted.fixed_depth)
+        add_latent_forward(base)
         lasar.requires_grad_(True)  # PEFT freezes every non-adapter module; these must train
-        self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean: Trainer scales it for accumulation
+        if args.depth_mode == "fixed":  # nothing reads the head (and at depth 0 the projection): DDP needs them frozen
+            lasar.policy_head.requires_grad_(False)
+            if args.fixed_depth == 0 and lasar.latent_projection is not None:
+                lasar.latent_projection.requires_grad_(False)
         if args.needs_anchors:
             check_anchor_column(self.train_dataset, hidden_size, "train")
             for name, dataset in _named(self.eval_dataset):
@@ -136,8 +147,10 @@ class LasarSFTTrainer(SidSFTTrainer):
 
     def create_optimizer(self, model=None):
         """TRL's optimizer, with the Policy Head in its own group when it has its own rate."""
+        if self.optimizer is not None:  # given by the user, or built already
+            return self.optimizer
         optimizer = super().create_optimizer(model)
-        if self.args.policy_head_learning_rate is not None:
+        if self.args.policy_head_learning_rate is not None and self.args.depth_mode == "cot":
             head = list(self.lasar.policy_head.parameters())
             head_ids = {id(p) for p in head}
             for group in optimizer.param_groups:
@@ -155,65 +168,83 @@ class LasarSFTTrainer(SidSFTTrainer):
             return torch.full_like(inputs["prompt_ids"][:, 0], self.args.fixed_depth)
         return inputs["num_segments"].clamp(self.args.min_depth, self.args.n_max)
 
+    def _max_steps(self, depths: torch.Tensor) -> int | None:
+        """With several processes, every rank runs the largest depth of any rank (padded),
+        so all ranks make the same forward calls (ZeRO-3 hangs otherwise)."""
+        if self.accelerator.num_processes == 1:
+            return None
+        return int(self.accelerator.gather(depths.max().reshape(1)).max())
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        args, base, lasar = self.args, self.hf_model, self.lasar
+        args, base = self.args, self.hf_model
         depths = self._depths(inputs)
-        trajectory = run_latent_loop(
-            base, inputs["prompt_ids"], inputs["prompt_mask"], depths, latent_projection=lasar.latent_projection
-        )
-        logits = sid_logits_after_latents(base, trajectory, inputs["completion_ids"][:, :-1])  # (B, C, V)
+        # through `model` (DDP / autocast / PEFT wrappers), routed to the latent loop: see modeling.forward
+        output = model(latent=dict(
+            prompt_ids=inputs["prompt_ids"], prompt_mask=inputs["prompt_mask"], num_steps=depths,
+            sid_input_ids=inputs["completion_ids"][:, :-1], max_steps=self._max_steps(depths),
+            depth_logits=args.depth_mode == "cot", detach_head_input=not args.depth_loss_to_backbone,
+        ))
+        logits = output.logits  # (B, C, V): position i predicts completion token i
         ce = F.cross_entropy(logits.flatten(0, 1).float(), inputs["labels"].flatten(), ignore_index=-100)
         loss = ce
         metrics = {"ce": ce.item(), "mean_depth": depths.float().mean().item()}
 
-        if args.align_weight > 0 and trajectory.latent_states.shape[1] > 0:
-            align = self._alignment(base, trajectory, inputs)
+        if args.align_weight > 0 and output.latent_states.shape[1] > 0:
+            align = self._alignment(base, output, depths, inputs)
             loss = loss + args.align_weight * align
             metrics[f"align_{args.align_kind}"] = align.item()
         if args.depth_mode == "cot":
-            first_state = trajectory.first_state if args.depth_loss_to_backbone else trajectory.first_state.detach()
-            depth_logits = lasar.policy_head(first_state)
-            depth_ce = depth_loss(depth_logits, depths, args.min_depth)
+            depth_ce = depth_loss(output.depth_logits, depths, args.min_depth)
             loss = loss + args.depth_loss_weight * depth_ce
-            predicted = depth_logits.argmax(-1) + args.min_depth
+            predicted = output.depth_logits.argmax(-1) + args.min_depth
             metrics.update(depth_ce=depth_ce.item(), depth_accuracy=(predicted == depths).float().mean().item())
-        if trajectory.step_mask.any():
-            metrics["latent_norm_ratio"] = self._latent_norm_ratio(base, trajectory, inputs)
+        if output.step_mask.any():
+            metrics["latent_norm_ratio"] = self._latent_norm_ratio(base, output, inputs)
 
         for key, value in metrics.items():
             self._metrics[mode][key].append(value)
         return (loss, CausalLMOutputWithPast(loss=loss, logits=logits)) if return_outputs else loss
 
-    def _alignment(self, base: PreTrainedModel, trajectory, inputs) -> torch.Tensor:
+    def _alignment(self, base: PreTrainedModel, output: LatentOutput, depths: torch.Tensor, inputs) -> torch.Tensor:
         """L_align between h_t and a_{m(t)} over each row's real steps (DESIGN.md sec. 4)."""
-        steps = trajectory.latent_states.shape[1]
-        anchor_index = step_to_anchor(trajectory.num_steps, inputs["num_segments"], steps)  # (B, T), -1 past N
-        anchors = inputs["anchors"].to(trajectory.latent_states.dtype)
+        steps = output.latent_states.shape[1]
+        anchor_index = step_to_anchor(depths, inputs["num_segments"], steps)  # (B, T), -1 past N
+        anchors = inputs["anchors"].to(output.latent_states.dtype)
         gather = anchor_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, anchors.shape[-1])
         targets = anchors.gather(1, gather)  # (B, T, H)
-        latent = trajectory.latent_states
+        latent = output.latent_states
+        if self.args.align_space == "hidden" and self.args.align_kind == "kl" and not self._checked_align_targets:
+            self._warn_if_one_hot(targets[output.step_mask])
         if self.args.align_space == "vocab":  # the anchor side is a fixed target: no gradient through it
             lm_head = base.get_output_embeddings()
             latent = lm_head(latent)
             with torch.no_grad():
                 targets = lm_head(targets)
-        return alignment_loss(latent, targets, trajectory.step_mask, self.args.align_kind, self.args.align_temperature)
+        return alignment_loss(latent, targets, output.step_mask, self.args.align_kind, self.args.align_temperature)
+
+    def _warn_if_one_hot(self, targets: torch.Tensor) -> None:
+        """Backbones with massive activations (a few hidden dimensions far above the rest,
+        e.g. SmolLM2) make softmax over the hidden dimension one-hot, and the KL then has
+        nothing to align: say so once, with the ways out."""
+        self._checked_align_targets = True
+        peak = torch.softmax(targets.float() / self.args.align_temperature, dim=-1).max(-1).values.mean().item()
+        if peak > 0.99:
+            logger.warning(
+                "align_space=hidden: softmax(anchor / %.3g) puts %.4f of its mass on one hidden dimension, so the "
+                "alignment KL is ~0 and aligns nothing on this backbone. Use align_space=vocab, a larger "
+                "align_temperature, or align_kind=cosine.", self.args.align_temperature, peak,
+            )
 
     @staticmethod
-    def _latent_norm_ratio(base: PreTrainedModel, trajectory, inputs) -> float:
+    def _latent_norm_ratio(base: PreTrainedModel, output: LatentOutput, inputs) -> float:
         """Mean norm of the real latent states over that of the prompt's token embeddings:
         latent reasoning is known to fail when it grows large (DESIGN.md sec. 10)."""
         with torch.no_grad():
-            latent_norm = trajectory.latent_states.norm(dim=-1)[trajectory.step_mask].mean()
+            latent_norm = output.latent_states.norm(dim=-1)[output.step_mask].mean()
             prompt_mask = inputs["prompt_mask"].bool()
             embed_norm = base.get_input_embeddings()(inputs["prompt_ids"][prompt_mask]).norm(dim=-1).mean()
             return (latent_norm / embed_norm).item()
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if has_lasar(resume_from_checkpoint):
-            load_lasar(self.hf_model, resume_from_checkpoint)
 
 
 def _named(eval_dataset) -> list[tuple[str, object]]:

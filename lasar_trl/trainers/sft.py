@@ -1,4 +1,8 @@
-"""Stage-1 trainer: stock SFT plus what a recommender checkpoint needs."""
+"""What every lasar-trl trainer adds to TRL's: recommender checkpoints.
+
+A recommender checkpoint is the HF model + tokenizer, the SID map it was trained with, and,
+for LASAR models, the Policy Head and latent projection beside the HF weights.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
 from ..modeling.checkpoint import SID_MAP_FILE
-from ..modeling.lasar import get_lasar, save_lasar, split_lasar_state
+from ..modeling.lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
 from ..sid.sid_map import SidMap
 
 STAGING_DIR = ".staging"
 
 
-class SidSFTTrainer(SFTTrainer):
-    """`trl.SFTTrainer` that saves the SID map beside every model it writes, and
+class RecommenderCheckpointMixin:
+    """Mix into a `transformers.Trainer` subclass (before it): saves the SID map and the LASAR
+    parts with every model it writes, loads them back on resume and best-model reload, and
     writes checkpoints atomically.
 
     A checkpoint is written into `output_dir/.staging/checkpoint-N` and renamed
@@ -46,13 +51,15 @@ class SidSFTTrainer(SFTTrainer):
 
         LASAR parts attached to the model are kept out of the HF weights and saved
         beside them (`lasar_head.safetensors`, `lasar_config.json`)."""
+        if not self.args.should_save and not self.is_distributed_loading_by_transformers:
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".save-", dir=output_dir)
         try:
             lasar = get_lasar(self.model)
             if lasar is not None:
-                state_dict, lasar_state = split_lasar_state(state_dict or self.model.state_dict())
+                state_dict, lasar_state = split_lasar_state(self.model.state_dict() if state_dict is None else state_dict)
                 if self.args.should_save:
                     save_lasar(lasar_state, lasar.config, staging)
             super()._save(staging, state_dict)
@@ -86,3 +93,21 @@ class SidSFTTrainer(SFTTrainer):
                 best_model_checkpoint=self.state.best_model_checkpoint,
             )
         self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_lasar(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        self._load_lasar(self.state.best_model_checkpoint)
+
+    def _load_lasar(self, checkpoint: str) -> None:
+        """The LASAR parts are not in the HF weights that Trainer reloads: load them too."""
+        if has_lasar(checkpoint):
+            model = self.accelerator.unwrap_model(self.model)
+            load_lasar(model.get_base_model() if hasattr(model, "get_base_model") else model, checkpoint)
+
+
+class SidSFTTrainer(RecommenderCheckpointMixin, SFTTrainer):
+    """Stage 1: `trl.SFTTrainer` writing recommender checkpoints (see the mixin)."""
