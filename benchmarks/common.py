@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import shlex
+import statistics
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -59,3 +63,31 @@ def machine_info(device: str, dtype) -> dict:
 
 def command_line() -> str:
     return shlex.join([os.path.basename(sys.executable), *sys.argv])
+
+
+def time_interleaved(
+    run: Callable[[str, dict], object], variants: Sequence[str], batches: Sequence[dict], repeats: int, device: str
+) -> tuple[dict[str, float], dict[str, list[float]], dict[str, list]]:
+    """Time `run(variant, batch)` for every variant on every batch, `repeats` times, after one
+    warm-up per variant; the order rotates so that no variant always runs first.
+
+    Returns (median ms per request, every request's seconds, the first repeat's outputs), each
+    by variant; a request's time is its batch's wall time over the batch size.
+    """
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for variant in variants:  # warm-up at these shapes
+        run(variant, batches[0])
+    seconds = {v: [] for v in variants}
+    outputs = {v: [] for v in variants}
+    for repeat, (index, batch) in itertools.product(range(repeats), enumerate(batches)):
+        shift = (repeat + index) % len(variants)
+        for variant in [*variants[shift:], *variants[:shift]]:
+            sync()
+            start = time.perf_counter()
+            output = run(variant, batch)
+            sync()
+            rows = len(batch["input_ids"])
+            seconds[variant] += [(time.perf_counter() - start) / rows] * rows
+            if repeat == 0:
+                outputs[variant].append(output)
+    return {v: 1000 * statistics.median(s) for v, s in seconds.items()}, seconds, outputs

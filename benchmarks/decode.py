@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from common import command_line, load_model, machine_info
+from common import command_line, load_model, machine_info, time_interleaved
 from transformers import GenerationConfig, HfArgumentParser
 
 from lasar_trl.data import load_dataset_spec
@@ -76,7 +75,6 @@ def main(args: BenchmarkArguments) -> dict:
     trie = SidTrie.from_sid_map(sid_map, tokenizer).to(args.device)
     length = trie.sid_length
     prompts = [history_prompt(w.history, sid_map) for w in data.splits["test"][: args.num_requests]]
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def decode(variant: str, batch: dict, num_beams: int) -> torch.Tensor | None:
         """generate: (B, K, L+1) new tokens; ours: (B, K) item indices; unconstrained: None."""
@@ -94,22 +92,9 @@ def main(args: BenchmarkArguments) -> dict:
         batches = [encode_prompts(tokenizer, prompts[i : i + batch_size], args.device)
                    for i in range(0, len(prompts), batch_size)]
         print(f"beams {num_beams}, batch {batch_size}: {len(batches)} batches x {args.repeats} repeats", flush=True)
-        for variant in VARIANTS:  # warm-up at this configuration's shapes
-            decode(variant, batches[0], num_beams)
-        seconds = {v: [] for v in VARIANTS}  # per request: batch wall time / batch size
-        outputs = {v: [] for v in VARIANTS}
-        for repeat, (index, batch) in itertools.product(range(args.repeats), enumerate(batches)):
-            shift = (repeat + index) % len(VARIANTS)  # rotate the order: no variant always runs first
-            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                sync()
-                start = time.perf_counter()
-                output = decode(variant, batch, num_beams)
-                sync()
-                rows = len(batch["input_ids"])
-                seconds[variant] += [(time.perf_counter() - start) / rows] * rows
-                if repeat == 0:
-                    outputs[variant].append(output)
-        ms = {v: 1000 * statistics.median(s) for v, s in seconds.items()}
+        ms, seconds, outputs = time_interleaved(
+            lambda variant, batch: decode(variant, batch, num_beams), VARIANTS, batches, args.repeats, args.device
+        )
 
         ours_items, generated = torch.cat(outputs["ours"]), torch.cat(outputs["generate"])  # (N, K), (N, K, L+1)
         generate_items = walk_items(trie, generated[..., :length])

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from common import command_line, load_model, machine_info
+from common import command_line, load_model, machine_info, time_interleaved
 from transformers import HfArgumentParser
 
 from lasar_trl.atomic import write_json_atomic
@@ -68,7 +67,6 @@ def main(args: LatencyArguments) -> dict:
     trie = SidTrie.from_sid_map(sid_map, tokenizer).to(args.device)
     length = trie.sid_length
     prompts = [history_prompt(w.history, sid_map) for w in data.splits["test"][: args.num_requests]]
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     variants = ["prefill", *(f"N={n}" for n in args.depths)]
 
     def run(variant: str, batch: dict, num_beams: int) -> None:
@@ -84,19 +82,9 @@ def main(args: LatencyArguments) -> dict:
         batches = [encode_prompts(tokenizer, prompts[i : i + batch_size], args.device)
                    for i in range(0, len(prompts), batch_size)]
         print(f"beams {num_beams}, batch {batch_size}: {len(batches)} batches x {args.repeats} repeats", flush=True)
-        for variant in variants:  # warm-up at this configuration's shapes
-            run(variant, batches[0], num_beams)
-        seconds = {v: [] for v in variants}  # per request: batch wall time / batch size
-        for repeat, (index, batch) in itertools.product(range(args.repeats), enumerate(batches)):
-            shift = (repeat + index) % len(variants)  # rotate the order: no variant always runs first
-            for variant in variants[shift:] + variants[:shift]:
-                sync()
-                start = time.perf_counter()
-                run(variant, batch, num_beams)
-                sync()
-                rows = len(batch["input_ids"])
-                seconds[variant] += [(time.perf_counter() - start) / rows] * rows
-        ms = {v: 1000 * statistics.median(s) for v, s in seconds.items()}
+        ms, _, _ = time_interleaved(
+            lambda variant, batch: run(variant, batch, num_beams), variants, batches, args.repeats, args.device
+        )
         per_step = slope(list(args.depths), [ms[f"N={n}"] for n in args.depths])
         token = (ms["N=0"] - ms["prefill"]) / length
         results.append({

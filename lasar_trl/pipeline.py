@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import torch
 import transformers
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from .configs import CotArguments, RecScriptArguments
 from .cot.dataset import history_text, metadata_rationales
@@ -103,6 +104,26 @@ def evaluate_and_report(
         payload["baselines"] = {"most-popular": results["most-popular"]}
         write_json_atomic(output_json, payload)
     return results
+
+
+def train_save_and_evaluate(
+    trainer: Trainer, sid_map: SidMap, data: RecData, script_args: RecScriptArguments, label: str
+) -> None:
+    """Train (resuming from the last complete checkpoint of the output folder, or the one
+    given), save the final model, then evaluate it on the main process into eval_results.json."""
+    args = trainer.args
+    checkpoint = args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(args.output_dir):
+        checkpoint = get_last_checkpoint(args.output_dir)
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(args.output_dir)
+    if trainer.accelerator.is_main_process:
+        evaluate_and_report(
+            trainer.model, trainer.processing_class, sid_map, data, script_args, label=label,
+            output_json=os.path.join(args.output_dir, "eval_results.json"),
+        )
 
 
 def training_windows(data: RecData, max_samples: int | None, seed: int) -> list[Window]:

@@ -12,7 +12,6 @@ lasar_config.json, and evaluates at the Policy Head's depths.
 import logging
 import os
 
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from lasar_trl.configs import CotArguments, RecScriptArguments
@@ -21,7 +20,7 @@ from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import check_items_known
 from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
 from lasar_trl.modeling.loading import resolve_model_path
-from lasar_trl.pipeline import evaluate_and_report, rationales, setup_run, training_windows
+from lasar_trl.pipeline import rationales, setup_run, train_save_and_evaluate, training_windows
 from lasar_trl.sid.sid_map import SidMap
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
@@ -65,19 +64,7 @@ def main(
         peft_config=get_peft_config(model_args),
         sid_map=sid_map,
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(training_args.output_dir)
-
-    if trainer.accelerator.is_main_process:
-        evaluate_and_report(
-            trainer.model, tokenizer, sid_map, data, script_args, label=f"lasar stage2 ({training_args.depth_mode})",
-            output_json=os.path.join(training_args.output_dir, "eval_results.json"),
-        )
+    train_save_and_evaluate(trainer, sid_map, data, script_args, label=f"lasar stage2 ({training_args.depth_mode})")
 
 
 if __name__ == "__main__":

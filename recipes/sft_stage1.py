@@ -7,17 +7,15 @@ task mix of DESIGN.md section 4. Saves model, tokenizer and sid_map.json.
 """
 
 import logging
-import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from lasar_trl.configs import RecScriptArguments, default_model
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import check_items_known, recommendation_dataset, stage1_dataset
 from lasar_trl.modeling.loading import resolve_model_path
-from lasar_trl.pipeline import evaluate_and_report, prepare_sid_map, setup_run
+from lasar_trl.pipeline import prepare_sid_map, setup_run, train_save_and_evaluate
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.trainers.sft import SidSFTTrainer
 
@@ -59,20 +57,7 @@ def main(script_args: RecScriptArguments, training_args: SFTConfig, model_args: 
         sid_map=sid_map,
     )
 
-    # Resume from the last complete checkpoint of this run, or the one given.
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(training_args.output_dir)
-
-    if trainer.accelerator.is_main_process:
-        evaluate_and_report(
-            trainer.model, tokenizer, sid_map, data, script_args, label="stage1 (N=0)",
-            output_json=os.path.join(training_args.output_dir, "eval_results.json"),
-        )
+    train_save_and_evaluate(trainer, sid_map, data, script_args, label="stage1 (N=0)")
 
 
 if __name__ == "__main__":
