@@ -69,4 +69,4 @@ def test_stage2_loss_on_the_real_model_is_unchanged_by_activation_checkpointing(
     assert trainer.compute_loss(model, inputs).item() == pytest.approx(plain, rel=1e-5)
     assert trainer._metrics["train"]["mean_depth"][-1] == 2.5  # 3 and 2 segments
     assert trainer._metrics["train"]["latent_norm_ratio"][-1] > 5  # final hidden states dwarf embeddings
-    assert trainer._metrics["train"]["align_kl"][-1] < 1e-6 and "aligns nothing" in caplog.text
+    assert trainer._metrics["train"]["align_kl"][-1] < 1e-4 and "aligns nothing" in caplog.text  # vocab space: ~0.3
