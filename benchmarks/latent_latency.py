@@ -71,7 +71,8 @@ def main(args: LatencyArguments) -> dict:
 
     def run(variant: str, batch: dict, num_beams: int) -> None:
         if variant == "prefill":
-            run_latent_loop(model, batch["input_ids"], batch["attention_mask"], batch["input_ids"].new_zeros(len(batch["input_ids"])))
+            no_steps = batch["input_ids"].new_zeros(len(batch["input_ids"]))
+            run_latent_loop(model, batch["input_ids"], batch["attention_mask"], no_steps)
             return
         depth = int(variant.removeprefix("N="))
         steps = batch["input_ids"].new_full((len(batch["input_ids"]),), depth)

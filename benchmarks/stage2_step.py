@@ -153,7 +153,8 @@ def main(args: StepArguments) -> dict:
         "peak_memory": variants["stage2"]["peak_memory_bytes"] / variants["stage1"]["peak_memory_bytes"],
     }
     return {
-        "command": command_line(), "machine": machine_info(args.device, "float32 weights" + (", bf16" if args.bf16 else "")),
+        "command": command_line(),
+        "machine": machine_info(args.device, "float32 weights" + (", bf16" if args.bf16 else "")),
         "arguments": asdict(args), "stage2_depth": DEPTH,
         "memory": "CUDA max_memory_allocated" if args.device.startswith("cuda") else "peak RSS during timed steps",
         "variants": variants, "ratios": ratios, "targets": TARGETS,

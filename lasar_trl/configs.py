@@ -65,7 +65,9 @@ class CotArguments:
             "`openai`: an OpenAI-compatible endpoint (teacher_base_url, teacher_model, key from the environment)."
         },
     )
-    cot_file: str | None = field(default=None, metadata={"help": "JSON lines with `prompt` and `cot` (cot_source=file)."})
+    cot_file: str | None = field(
+        default=None, metadata={"help": "JSON lines with `prompt` and `cot` (cot_source=file)."}
+    )
     teacher_model: str | None = field(
         default=None, metadata={"help": "HF model path or hub id (hf), or the served model's name (openai)."}
     )

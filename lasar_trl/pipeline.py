@@ -146,7 +146,8 @@ def read_cot_file(path: str, prompts: Sequence[str]) -> list[str]:
                 row = json.loads(line)
                 by_prompt[row["prompt"]] = row["cot"]
             except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise DataFormatError(f"{path} line {line_number}: expected {{\"prompt\", \"cot\"}} ({error})") from None
+                expected = '{"prompt": ..., "cot": ...}'
+                raise DataFormatError(f"{path} line {line_number}: expected {expected} ({error})") from None
     missing = [p for p in prompts if p not in by_prompt]
     if missing:
         raise DataFormatError(f"{path} has no CoT for {len(missing)} of {len(prompts)} prompts, e.g. {missing[0]!r}")

@@ -40,7 +40,9 @@ def main(
     if not os.path.isfile(os.path.join(model_path, SID_MAP_FILE)):
         raise ValueError(f"{model_path} has no {SID_MAP_FILE}: Stage 2 starts from a Stage-1 checkpoint")
     expected_map = SidMap.load(script_args.sid_map) if script_args.sid_map else None
-    model, tokenizer, sid_map = load_recommender(model_path, expected_map, dtype=model_args.dtype, device=training_args.device)
+    model, tokenizer, sid_map = load_recommender(
+        model_path, expected_map, dtype=model_args.dtype, device=training_args.device
+    )
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
     check_items_known(data, sid_map)
 
@@ -54,7 +56,9 @@ def main(
             merge_threshold=cot_args.segment_merge_threshold, show_progress=True,
         )
     segments = [len(a) for a in train_dataset["anchors"]]
-    logger.info("%d samples, %.2f CoT segments on average (max %d)", len(segments), sum(segments) / len(segments), max(segments))
+    logger.info(
+        "%d samples, %.2f CoT segments on average (max %d)", len(segments), sum(segments) / len(segments), max(segments)
+    )
 
     trainer = LasarSFTTrainer(
         model=model,

@@ -45,7 +45,8 @@ def main(script_args: RecScriptArguments, training_args: SFTConfig, model_args: 
         train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
     eval_dataset = None
     if training_args.eval_strategy != "no":
-        eval_dataset = recommendation_dataset(data.splits["validation"], sid_map).select_columns(["prompt", "completion"])
+        eval_dataset = recommendation_dataset(data.splits["validation"], sid_map)
+        eval_dataset = eval_dataset.select_columns(["prompt", "completion"])
 
     trainer = SidSFTTrainer(
         model=model,

@@ -80,7 +80,8 @@ def tiny_recbole_dir(tmp_path):
     folder.mkdir()
     genres = ["Comedy", "Drama", "Action", "Horror", "Romance"]
     items = [f"{i}\tMovie number {i}\t{genres[i % 5]}" for i in range(1, 31)]
-    (folder / "tiny.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n" + "\n".join(items) + "\n")
+    header = "item_id:token\tmovie_title:token_seq\tclass:token_seq\n"
+    (folder / "tiny.item").write_text(header + "\n".join(items) + "\n")
     rows = []
     for user in range(1, 13):
         for step, item in enumerate(rng.sample(range(1, 31), 8)):

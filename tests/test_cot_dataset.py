@@ -71,7 +71,9 @@ def test_segment_all_embeds_each_distinct_sentence_once():
         return torch.tensor([[1.0, 0.0] if "drama" in t else [0.0, 1.0] for t in texts])
 
     cots = ["I like drama. More drama please. Now comedy.", "Now comedy. I like drama."]
-    assert segment_all(cots) == [["I like drama.", "More drama please.", "Now comedy."], ["Now comedy.", "I like drama."]]
+    assert segment_all(cots) == [
+        ["I like drama.", "More drama please.", "Now comedy."], ["Now comedy.", "I like drama."]
+    ]
     merged = segment_all(cots, embed, threshold=0.9)
     assert merged == [["I like drama. More drama please.", "Now comedy."], ["Now comedy.", "I like drama."]]
     assert len(calls) == 1 and sorted(calls[0]) == sorted({"I like drama.", "More drama please.", "Now comedy."})

@@ -68,7 +68,8 @@ def test_collator_pads_prompts_left_completions_right_and_anchors_with_zeros():
     collator = LatentSFTCollator(pad_token_id=0, bot_token_id=9)
     examples = [
         {"input_ids": [5, 9, 7, 8, 2], "labels": [-100, -100, 7, 8, 2], "anchors": [[1.0, 2.0]]},
-        {"input_ids": [4, 5, 6, 9, 7, 2], "labels": [-100, -100, -100, -100, 7, 2], "anchors": [[3.0, 4.0], [5.0, 6.0]]},
+        {"input_ids": [4, 5, 6, 9, 7, 2], "labels": [-100, -100, -100, -100, 7, 2],
+         "anchors": [[3.0, 4.0], [5.0, 6.0]]},
     ]
     batch = collator(examples)
     assert batch["prompt_ids"].tolist() == [[0, 0, 5, 9], [4, 5, 6, 9]]
@@ -162,8 +163,8 @@ def test_depth_zero_latent_sft_is_exactly_stage1_sft(smol_tokenizer, tiny_sid_ma
     latent = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset, depth_mode="fixed",
                           fixed_depth=0, min_depth=0, align_weight=0.0)
     stage1 = SidSFTTrainer(
-        model=latent.model, args=SFTConfig(**{f.name: getattr(latent.args, f.name) for f in dataclasses.fields(SFTConfig)
-                                              if f.init}),
+        model=latent.model,
+        args=SFTConfig(**{f.name: getattr(latent.args, f.name) for f in dataclasses.fields(SFTConfig) if f.init}),
         train_dataset=dataset.remove_columns("anchors"), processing_class=smol_tokenizer, sid_map=tiny_sid_map,
     )
     rows = [latent.train_dataset[i] for i in range(8)]

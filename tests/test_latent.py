@@ -41,7 +41,8 @@ def test_cached_loop_matches_one_pass_without_cache(tiny_recommender):
     sequence = torch.cat([embed(inputs["input_ids"]), thoughts, embed(sid_ids)], 1)
     hidden = model.get_decoder()(inputs_embeds=sequence).last_hidden_state
     prompt_length = inputs["input_ids"].shape[1]
-    torch.testing.assert_close(hidden[:, prompt_length : prompt_length + n], trajectory.latent_states, rtol=1e-4, atol=1e-5)
+    latent = hidden[:, prompt_length : prompt_length + n]
+    torch.testing.assert_close(latent, trajectory.latent_states, rtol=1e-4, atol=1e-5)
     uncached = model.get_output_embeddings()(hidden[:, prompt_length + n - 1 :])
     torch.testing.assert_close(logits, uncached, rtol=1e-4, atol=1e-5)
 

@@ -70,7 +70,9 @@ def stage1_dataset(
     rows = [(history_prompt(w.history, sid_map), sid_map.sid(w.target)) for w in windows]
     if data.has_text:
         titled = [item for item in sid_map.item_ids if data.catalog.get(item, {}).get("title")]
-        rows += [(TITLE_TO_SID_TEMPLATE.format(title=data.catalog[i]["title"]) + BOT_TOKEN, sid_map.sid(i)) for i in titled]
+        rows += [
+            (TITLE_TO_SID_TEMPLATE.format(title=data.catalog[i]["title"]) + BOT_TOKEN, sid_map.sid(i)) for i in titled
+        ]
         rows += [(SID_TO_TITLE_TEMPLATE.format(sid=sid_map.sid(i)), " " + data.catalog[i]["title"]) for i in titled]
         rng = random.Random(seed)
         sampled = [w for w in windows if rng.random() < title_history_fraction]

@@ -58,7 +58,9 @@ class LatentSFTCollator:
         batch = {
             "prompt_ids": torch.tensor([[self.pad_token_id] * (prompt_length - len(p)) + p for p in prompts]),
             "prompt_mask": torch.tensor([[0] * (prompt_length - len(p)) + [1] * len(p) for p in prompts]),
-            "completion_ids": torch.tensor([c + [self.pad_token_id] * (completion_length - len(c)) for c in completions]),
+            "completion_ids": torch.tensor(
+                [c + [self.pad_token_id] * (completion_length - len(c)) for c in completions]
+            ),
             "labels": torch.tensor([c + [-100] * (completion_length - len(c)) for c in completions]),
         }
         if ANCHORS_COLUMN in examples[0]:

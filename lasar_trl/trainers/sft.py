@@ -59,7 +59,9 @@ class RecommenderCheckpointMixin:
         try:
             lasar = get_lasar(self.model)
             if lasar is not None:
-                state_dict, lasar_state = split_lasar_state(self.model.state_dict() if state_dict is None else state_dict)
+                if state_dict is None:
+                    state_dict = self.model.state_dict()
+                state_dict, lasar_state = split_lasar_state(state_dict)
                 if self.args.should_save:
                     save_lasar(lasar_state, lasar.config, staging)
             super()._save(staging, state_dict)
