@@ -1,10 +1,12 @@
-"""Stage-3 rewards against hand-computed values (DESIGN.md sec. 4)."""
+"""Stage-3 rewards against hand-computed values, and their TRL reward callables (DESIGN.md sec. 4)."""
 
 import math
 
 import pytest
 
-from lasar_trl.rewards import exact_match, prefix_match, ranking
+from conftest import make_tiny_model
+from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward, exact_match, prefix_match, ranking
+from lasar_trl.sid.tokenizer import add_sid_tokens
 
 A, B, C = ("a1", "b2", "c3", "d0"), ("a1", "b2", "c4", "d0"), ("a9", "b2", "c3", "d0")
 
@@ -36,3 +38,31 @@ def test_ranking_punishes_confident_mistakes_most_and_needs_a_logprob_per_rollou
     assert rewards[0] < rewards[1] < rewards[2] == 0.0
     with pytest.raises(ValueError, match="2 SIDs but 1 log-probs"):
         ranking([A, B], [-1.0], target=B)
+
+
+def test_reward_callables_score_token_ids_against_the_target_column(smol_tokenizer, tiny_sid_map):
+    add_sid_tokens(make_tiny_model(smol_tokenizer), smol_tokenizer, tiny_sid_map)
+
+    def ids(item):
+        return smol_tokenizer.convert_tokens_to_ids(list(tiny_sid_map[item]))
+
+    eos = smol_tokenizer.eos_token_id
+    first, second = tiny_sid_map.item_ids[:2]
+    shared = sum(a == b for a, b in zip(tiny_sid_map[first], tiny_sid_map[second]))  # leading tokens they share
+    completion_ids = [ids(first) + [eos], ids(second) + [eos], ids(first) + [eos], ids(second) + [eos]]
+    columns = dict(prompts=["p"] * 4, completions=[""] * 4, completion_ids=completion_ids, target=[first] * 4)
+
+    exact = ExactMatchReward(tiny_sid_map, smol_tokenizer)
+    assert exact.__name__ == "exact_match" and exact(**columns) == [1.0, 0.0, 1.0, 0.0]
+    prefix = PrefixMatchReward(tiny_sid_map, smol_tokenizer)(**columns)
+    assert prefix[0] == 1.0 and prefix[1] <= shared / tiny_sid_map.sid_length < 1.0
+
+    rank = RankingReward(tiny_sid_map, smol_tokenizer, num_generations=2)
+    rewards = rank(**columns, sid_logprob=[-1.0, -0.5, -0.1, -0.2])
+    # groups (rollouts 0, 1) and (2, 3): each has the target once, scored as the pure function does
+    assert rewards == ranking([ids(first), ids(second)], [-1.0, -0.5], ids(first)) + ranking(
+        [ids(first), ids(second)], [-0.1, -0.2], ids(first)
+    )
+    assert rewards[1] < 0 and rewards[3] < 0 and rewards[1] < rewards[3]  # confidently wrong costs more
+    with pytest.raises(ValueError, match="whole groups"):
+        rank(**{**columns, "completion_ids": completion_ids[:3], "target": [first] * 3}, sid_logprob=[-1.0] * 3)
