@@ -8,7 +8,7 @@ from transformers import GenerationConfig
 
 from conftest import make_tiny_model
 from lasar_trl.data.tasks import history_prompt
-from lasar_trl.evaluation.recommend import encode_prompts, recommend, sid_beam_search
+from lasar_trl.evaluation.recommend import encode_prompts, recommend, sid_beam_search, sid_sample
 from lasar_trl.modeling.checkpoint import SidMapMismatchError, load_recommender
 from lasar_trl.modeling.latent import run_latent_loop, sid_logits_after_latents
 from lasar_trl.sid import SidMap
@@ -98,14 +98,10 @@ def test_beam_search_after_latent_steps_scores_every_item_exactly(tiny_recommend
     assert output.depths.tolist() == [3, 1]
     items = trie.items_of(output.leaf_nodes)
     for row, history in enumerate(histories):
-        alone = encode_prompts(tokenizer, [history_prompt(history, sid_map)], "cpu")
         for beam in (0, 5, len(sid_map) - 1):
-            sid = sid_map.sid(sid_map.item_ids[items[row, beam]])
-            sid_ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokenizer.tokenize(sid))])
-            with torch.no_grad():
-                trajectory = run_latent_loop(model, **alone, num_steps=depths[row : row + 1])
-                log_probs = torch.log_softmax(sid_logits_after_latents(model, trajectory, sid_ids)[0, :-1], -1)
-            expected = log_probs.gather(-1, sid_ids[0].unsqueeze(-1)).sum().item()
+            sid = sid_map[sid_map.item_ids[items[row, beam]]]
+            expected = latent_log_prob(model, tokenizer, sid_map, history, int(depths[row]),
+                                       tokenizer.convert_tokens_to_ids(list(sid)))
             assert output.scores[row, beam].item() == pytest.approx(expected, abs=1e-4)
 
 
@@ -206,3 +202,43 @@ def test_bot_token_is_special_and_sid_tokens_are_not(tiny_recommender):
     ids = tokenizer(sid_map.sid("3") + BOT_TOKEN)["input_ids"]
     assert len(ids) == sid_map.sid_length + 1
     assert tokenizer.decode(ids, skip_special_tokens=True) == sid_map.sid("3")
+
+
+def latent_log_prob(model, tokenizer, sid_map, history, depth: int, sid_ids: list[int]) -> float:
+    """Teacher-forced log p(SID | prompt, `depth` latent steps), one row alone."""
+    alone = encode_prompts(tokenizer, [history_prompt(history, sid_map)], "cpu")
+    with torch.no_grad():
+        trajectory = run_latent_loop(model, **alone, num_steps=torch.tensor([depth]))
+        log_probs = torch.log_softmax(sid_logits_after_latents(model, trajectory, torch.tensor([sid_ids]))[0, :-1], -1)
+    return log_probs.gather(-1, torch.tensor(sid_ids).unsqueeze(-1)).sum().item()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_sampled_sids_are_real_items_with_their_exact_log_probs(tiny_recommender, temperature):
+    model, tokenizer, sid_map = tiny_recommender
+    histories = [["1", "2", "3", "4", "5", "6"], ["7"], ["8", "9"]] * 4
+    depths = torch.tensor([2, 0, 3] * 4)
+    trie = SidTrie.from_sid_map(sid_map, tokenizer)
+    batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in histories], "cpu")
+    output = sid_sample(model, **batch, trie=trie, temperature=temperature, num_steps=depths,
+                        generator=torch.Generator().manual_seed(0))
+    assert (trie.items_of(output.leaf_nodes) >= 0).all() and output.depths.tolist() == depths.tolist()
+    assert len({tuple(row) for row in output.sequences.tolist()}) > 3  # it samples, not a constant
+    for row in (0, 1, 5):
+        expected = latent_log_prob(model, tokenizer, sid_map, histories[row], int(depths[row]),
+                                   output.sequences[row].tolist())
+        assert output.log_probs[row].item() == pytest.approx(expected, abs=1e-4)
+    again = sid_sample(model, **batch, trie=trie, temperature=temperature, num_steps=depths,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.sequences, output.sequences)
+
+
+def test_greedy_sampling_is_one_beam_search(tiny_recommender):
+    model, tokenizer, sid_map = tiny_recommender
+    trie = SidTrie.from_sid_map(sid_map, tokenizer)
+    batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in (["1", "2"], ["3"])], "cpu")
+    depths = torch.tensor([1, 4])
+    greedy = sid_sample(model, **batch, trie=trie, temperature=0.0, num_steps=depths)
+    beam = sid_beam_search(model, **batch, trie=trie, num_beams=1, num_steps=depths)
+    assert torch.equal(greedy.sequences, beam.sequences[:, 0])
+    torch.testing.assert_close(greedy.log_probs, beam.scores[:, 0], rtol=1e-5, atol=1e-5)

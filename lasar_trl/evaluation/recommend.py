@@ -112,6 +112,51 @@ def sid_beam_search(
     )
 
 
+@dataclass
+class SampleOutput:
+    sequences: torch.Tensor  # (B, L) SID token ids, always a real item's
+    log_probs: torch.Tensor  # (B,) summed full-vocabulary log-probs at temperature 1 (as beam scores are)
+    leaf_nodes: torch.Tensor  # (B,) trie nodes at depth L
+    depths: torch.Tensor  # (B,) latent steps run before decoding
+
+
+@torch.inference_mode()
+def sid_sample(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: SidTrie,
+    *,
+    temperature: float = 1.0,
+    num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    latent_projection: nn.Module | None = None,
+    generator: torch.Generator | None = None,
+) -> SampleOutput:
+    """One SID per row, token by token under the trie after the latent steps: sampled from
+    softmax(logits / temperature) over the valid next tokens, or greedy at temperature 0.
+    What RL rollouts decode with."""
+    batch_size = input_ids.shape[0]
+    if num_steps is None:
+        num_steps = input_ids.new_zeros(batch_size)
+    trajectory = run_latent_loop(model, input_ids, attention_mask, num_steps, latent_projection=latent_projection)
+    cache, attention_mask = trajectory.cache, trajectory.attention_mask
+    logits = next_token_logits(model, trajectory.answer_state.unsqueeze(1))  # (B, V)
+    nodes, tokens, total = trie.root(batch_size), [], logits.new_zeros(batch_size)
+    for depth in range(trie.sid_length):
+        if depth:
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, 1)], dim=1)
+            logits = next_token_logits(model, decoder_forward(model, attention_mask, cache, input_ids=tokens[-1]))
+        if temperature == 0:
+            token = trie.mask_scores(logits, nodes, depth).argmax(-1)
+        else:
+            probs = torch.softmax(trie.mask_scores(logits / temperature, nodes, depth), dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        total += torch.log_softmax(logits, dim=-1).gather(-1, token.unsqueeze(-1)).squeeze(-1)
+        nodes = trie.advance(nodes, depth, token)
+        tokens.append(token.unsqueeze(-1))
+    return SampleOutput(torch.cat(tokens, dim=1), total, nodes, trajectory.num_steps)
+
+
 def recommend(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
