@@ -400,3 +400,28 @@ def test_latent_projections_linear_starts_as_identity_and_rescale_matches_embedd
     rescale.save_model(str(tmp_path / "rescaled"))
     model, _, _ = load_recommender(str(tmp_path / "rescaled"))
     assert get_lasar(model).config == lasar.config
+
+
+def test_gradient_accumulation_matches_one_large_batch(smol_tokenizer, tiny_sid_map, tmp_path):
+    """One SGD step on 8 rows as 1 x 8 or 2 x 4 (accumulated) moves every weight the same:
+    compute_loss is a per-batch mean that Trainer divides by the accumulation steps."""
+    dataset = latent_dataset(tiny_sid_map)
+    add_sid_tokens(make_tiny_model(smol_tokenizer), smol_tokenizer, tiny_sid_map)  # grow the shared tokenizer first,
+    # so that every model below starts from the same weights
+    initial = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path / "init", dataset=dataset).model.state_dict()
+    weights = []
+    for batch_size, accumulation in ((8, 1), (4, 2)):
+        trainer = make_trainer(
+            smol_tokenizer, tiny_sid_map, tmp_path / str(batch_size), dataset=dataset, max_steps=1, optim="sgd",
+            learning_rate=0.5, lr_scheduler_type="constant", max_grad_norm=0.0, shuffle_dataset=False,
+            per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+        )
+        trainer.get_train_dataloader = lambda t=trainer: torch.utils.data.DataLoader(  # the same rows, in order
+            t.train_dataset.select(range(8)), batch_size=t.args.per_device_train_batch_size, collate_fn=t.data_collator
+        )
+        trainer.train()
+        weights.append({k: v.detach().clone() for k, v in trainer.model.named_parameters()})
+    for key in ("lasar.policy_head.mlp.0.weight", "model.layers.0.self_attn.q_proj.weight"):
+        assert not torch.equal(initial[key], weights[0][key])  # the step moved the head and the backbone
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-6)
