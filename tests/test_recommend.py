@@ -242,3 +242,12 @@ def test_greedy_sampling_is_one_beam_search(tiny_recommender):
     beam = sid_beam_search(model, **batch, trie=trie, num_beams=1, num_steps=depths)
     assert torch.equal(greedy.sequences, beam.sequences[:, 0])
     torch.testing.assert_close(greedy.log_probs, beam.scores[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_prompts_must_end_in_bot_once_tokenized(tiny_recommender):
+    _, tokenizer, sid_map = tiny_recommender
+    assert encode_prompts(tokenizer, [history_prompt(["1"], sid_map)], "cpu")["input_ids"][0, -1] == (
+        tokenizer.convert_tokens_to_ids(BOT_TOKEN)
+    )
+    with pytest.raises(ValueError, match=f"prompt 1 does not end in {BOT_TOKEN}"):
+        encode_prompts(tokenizer, [history_prompt(["1"], sid_map), history_prompt(["2"], sid_map) + "!"], "cpu")

@@ -25,6 +25,7 @@ from ..modeling.backbone import decoder_forward, next_token_logits
 from ..modeling.lasar import constant_depth, get_lasar
 from ..modeling.latent import run_latent_loop
 from ..sid.sid_map import SidMap
+from ..sid.tokenizer import BOT_TOKEN
 from ..sid.trie import SidTrie
 
 
@@ -45,8 +46,18 @@ class Recommendations:
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
-    """Left-padded prompt batch, tokenized exactly as TRL's SFTTrainer tokenizes prompts."""
+    """Left-padded prompt batch, tokenized exactly as TRL's SFTTrainer tokenizes prompts.
+
+    Every prompt must end in `<bot>` once tokenized: the latent steps and the SID start
+    there (a tokenizer that appends EOS would silently shift them)."""
     batch = tokenizer(list(prompts), padding=True, padding_side="left", return_tensors="pt")
+    bot_id = tokenizer.convert_tokens_to_ids(BOT_TOKEN)
+    if not (batch["input_ids"][:, -1] == bot_id).all():
+        row = int((batch["input_ids"][:, -1] != bot_id).nonzero()[0])
+        raise ValueError(
+            f"prompt {row} does not end in {BOT_TOKEN} once tokenized (last token "
+            f"{tokenizer.convert_ids_to_tokens(int(batch['input_ids'][row, -1]))!r}); does the tokenizer append one?"
+        )
     return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
 
 
