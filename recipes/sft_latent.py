@@ -9,7 +9,6 @@ then trains the latent loop, the step-wise alignment and the Policy Head
 lasar_config.json, and evaluates at the Policy Head's depths.
 """
 
-import logging
 import os
 
 from trl import ModelConfig, TrlParser, get_peft_config
@@ -25,7 +24,6 @@ from lasar_trl.sid.sid_map import SidMap
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
 
-logger = logging.getLogger(__name__)
 
 
 def main(
@@ -55,10 +53,6 @@ def main(
             model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
             merge_threshold=cot_args.segment_merge_threshold, show_progress=True,
         )
-    segments = [len(a) for a in train_dataset["anchors"]]
-    logger.info(
-        "%d samples, %.2f CoT segments on average (max %d)", len(segments), sum(segments) / len(segments), max(segments)
-    )
 
     trainer = LasarSFTTrainer(
         model=model,

@@ -54,6 +54,16 @@ def latent_dataset(sid_map, windows: list[Window] | None = None, seed: int = 0) 
     return dataset.add_column("anchors", anchors)
 
 
+def save_stage1_checkpoint(tokenizer, sid_map, folder):
+    """A Stage-1 checkpoint folder (tiny random model with SID tokens, tokenizer, SID map)."""
+    model = make_tiny_model(tokenizer)
+    add_sid_tokens(model, tokenizer, sid_map)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    sid_map.save(folder)
+    return folder
+
+
 def make_trainer(tokenizer, sid_map, output_dir, dataset=None, **overrides) -> LasarSFTTrainer:
     model = make_tiny_model(tokenizer)
     add_sid_tokens(model, tokenizer, sid_map)
@@ -300,12 +310,7 @@ def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates
 
     dataset = f"recbole:{tiny_recbole_dir}"
     sid_map = build_sid_map(load_dataset_spec(dataset), codebook_size=4)
-    stage1 = tmp_path / "stage1"
-    model = make_tiny_model(smol_tokenizer)
-    add_sid_tokens(model, smol_tokenizer, sid_map)
-    model.save_pretrained(stage1)
-    smol_tokenizer.save_pretrained(stage1)
-    sid_map.save(stage1)
+    stage1 = save_stage1_checkpoint(smol_tokenizer, sid_map, tmp_path / "stage1")
 
     out = tmp_path / "stage2"
     flags = (
@@ -339,12 +344,7 @@ def test_drop_in_for_an_sft_trainer_script(smol_tokenizer, tiny_sid_map, tmp_pat
     """An SFTTrainer script (model given by path, no processing_class, no extras) runs on a
     Stage-1 checkpoint by swapping in LasarSFTTrainer and LasarSFTConfig; the SID map
     comes from the checkpoint folder and is saved with the result."""
-    stage1 = tmp_path / "stage1"
-    model = make_tiny_model(smol_tokenizer)
-    add_sid_tokens(model, smol_tokenizer, tiny_sid_map)
-    model.save_pretrained(stage1)
-    smol_tokenizer.save_pretrained(stage1)
-    tiny_sid_map.save(stage1)
+    stage1 = save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1")
 
     trainer = LasarSFTTrainer(
         model=str(stage1), args=lasar_args(tmp_path / "out", max_steps=2), train_dataset=latent_dataset(tiny_sid_map)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import datasets
@@ -15,6 +16,8 @@ from ..sid.sid_map import SidMap
 from .anchors import anchors_for_samples
 from .segment import merge_similar, split_sentences
 from .writer import MetadataRationaleWriter
+
+logger = logging.getLogger(__name__)
 
 
 def history_text(history: Sequence[str], data: RecData, sid_map: SidMap) -> str:
@@ -74,6 +77,10 @@ def latent_sft_dataset(
             raise ValueError(f"sample {index} (user {windows[index].user_id}) has an empty CoT")
     rows = recommendation_dataset(windows, sid_map)
     segments = segment_all(cots, embed if merge_threshold is not None else None, merge_threshold or 0.0)
+    counts = [len(row) for row in segments]
+    logger.info(
+        "%d samples, %.2f CoT segments on average (max %d)", len(counts), sum(counts) / len(counts), max(counts)
+    )
     anchors = anchors_for_samples(
         model, tokenizer, sid_map, rows["prompt"], list(cots), segments, anchor_store,
         batch_size=batch_size, show_progress=show_progress,

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data.tasks import history_prompt
 from ..modeling.backbone import decoder_forward, next_token_logits
 from ..modeling.lasar import constant_depth, get_lasar
-from ..modeling.latent import run_latent_loop
+from ..modeling.latent import LatentTrajectory, run_latent_loop
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN
 from ..sid.trie import SidTrie
@@ -61,6 +61,21 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], d
     return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
 
 
+def reason(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None,
+    latent_projection: nn.Module | None,
+) -> tuple[LatentTrajectory, torch.Tensor]:
+    """Prefill and latent steps (none when `num_steps` is None), then the float32 logits of
+    SID token 1 (B, V): where both decoders start."""
+    if num_steps is None:
+        num_steps = input_ids.new_zeros(input_ids.shape[0])
+    trajectory = run_latent_loop(model, input_ids, attention_mask, num_steps, latent_projection=latent_projection)
+    return trajectory, next_token_logits(model, trajectory.answer_state.unsqueeze(1))
+
+
 @torch.inference_mode()
 def sid_beam_search(
     model: PreTrainedModel,
@@ -81,11 +96,9 @@ def sid_beam_search(
     indices of the trie (e.g. the user's history).
     """
     batch_size, length = input_ids.shape[0], trie.sid_length
-    if num_steps is None:
-        num_steps = input_ids.new_zeros(batch_size)
-    trajectory = run_latent_loop(model, input_ids, attention_mask, num_steps, latent_projection=latent_projection)
+    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection)
     cache, attention_mask = trajectory.cache, trajectory.attention_mask
-    log_probs = torch.log_softmax(next_token_logits(model, trajectory.answer_state.unsqueeze(1)), dim=-1)  # (B, V)
+    log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
     vocab_size = log_probs.shape[-1]
     dead = trie.dead_nodes(banned_items) if (constrained and banned_items is not None) else None
 
@@ -147,11 +160,8 @@ def sid_sample(
     softmax(logits / temperature) over the valid next tokens, or greedy at temperature 0.
     What RL rollouts decode with."""
     batch_size = input_ids.shape[0]
-    if num_steps is None:
-        num_steps = input_ids.new_zeros(batch_size)
-    trajectory = run_latent_loop(model, input_ids, attention_mask, num_steps, latent_projection=latent_projection)
+    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection)
     cache, attention_mask = trajectory.cache, trajectory.attention_mask
-    logits = next_token_logits(model, trajectory.answer_state.unsqueeze(1))  # (B, V)
     nodes, tokens, total = trie.root(batch_size), [], logits.new_zeros(batch_size)
     for depth in range(trie.sid_length):
         if depth:

@@ -114,6 +114,9 @@ def attach_lasar(model: PreTrainedModel, config: LasarConfig) -> LasarModules:
 
 def get_lasar(model: nn.Module) -> LasarModules | None:
     """The model's LASAR parts, also through PEFT and DDP wrappers; None for a plain LM."""
+    direct = getattr(model, LASAR_ATTRIBUTE, None)
+    if isinstance(direct, LasarModules):  # the HF model itself: no walk over its modules
+        return direct
     for module in model.modules():
         if isinstance(module, LasarModules):
             return module

@@ -138,12 +138,6 @@ class LasarSFTTrainer(SidSFTTrainer):
                 check_anchor_column(dataset, hidden_size, name)
 
     @property
-    def hf_model(self) -> PreTrainedModel:
-        """The Hugging Face causal LM under any DDP/DeepSpeed/PEFT wrappers."""
-        model = self.accelerator.unwrap_model(self.model)
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-    @property
     def lasar(self) -> LasarModules:
         return get_lasar(self.hf_model)
 

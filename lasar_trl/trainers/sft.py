@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 
+from transformers import PreTrainedModel
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
@@ -104,11 +105,16 @@ class RecommenderCheckpointMixin:
         super()._load_best_model()
         self._load_lasar(self.state.best_model_checkpoint)
 
+    @property
+    def hf_model(self) -> PreTrainedModel:
+        """The Hugging Face causal LM under any DDP/DeepSpeed/PEFT wrappers."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
     def _load_lasar(self, checkpoint: str) -> None:
         """The LASAR parts are not in the HF weights that Trainer reloads: load them too."""
         if has_lasar(checkpoint):
-            model = self.accelerator.unwrap_model(self.model)
-            load_lasar(model.get_base_model() if hasattr(model, "get_base_model") else model, checkpoint)
+            load_lasar(self.hf_model, checkpoint)
 
 
 class SidSFTTrainer(RecommenderCheckpointMixin, SFTTrainer):
