@@ -196,7 +196,7 @@ def test_alignment_pairs_each_step_with_its_anchor_by_hand(smol_tokenizer, tiny_
     inputs = trainer._prepare_inputs(trainer.data_collator(rows))
     with torch.no_grad():
         trajectory = run_latent_loop(trainer.model, inputs["prompt_ids"], inputs["prompt_mask"], torch.tensor([2, 2]))
-        got = trainer._alignment(trainer.model, trajectory, torch.tensor([2, 2]), inputs).item()
+        got = trainer._alignment(trajectory, torch.tensor([2, 2]), inputs).item()
     h = trajectory.latent_states
     per_row = [
         (symmetric_kl(h[0, 0], anchors[0][0]) + symmetric_kl(h[0, 1], anchors[0][0])) / 2,

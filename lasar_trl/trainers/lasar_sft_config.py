@@ -8,12 +8,11 @@ from trl import SFTConfig
 
 from ..losses import ALIGN_KINDS
 from ..modeling.lasar import LATENT_PROJECTIONS, LasarConfig
-
-ALIGN_SPACES = ("hidden", "vocab")
+from .lasar_common import LatentTrainingArguments
 
 
 @dataclass
-class LasarSFTConfig(SFTConfig):
+class LasarSFTConfig(SFTConfig, LatentTrainingArguments):
     """Stage 2, latent SFT: loss = CE(SID | P, h_0..h_N) + align_weight * L_align
     + depth_loss_weight * L_depth.
 
@@ -31,26 +30,10 @@ class LasarSFTConfig(SFTConfig):
     )
     fixed_depth: int | None = field(default=None, metadata={"help": "N for depth_mode=fixed."})
     align_weight: float = field(default=1.0, metadata={"help": "alpha: weight of the step-wise alignment loss."})
-    align_space: str = field(
-        default="hidden",
-        metadata={"help": "`hidden`: softmax over the hidden dimension (the paper); `vocab`: over LM-head logits."},
-    )
     align_kind: str = field(
         default="kl", metadata={"help": f"One of {ALIGN_KINDS}: symmetric KL (the paper), or cosine / MSE ablations."}
     )
-    align_temperature: float = field(default=1.0, metadata={"help": "tau of the alignment softmax."})
     depth_loss_weight: float = field(default=0.1, metadata={"help": "beta_depth: weight of the Policy Head's CE."})
-    depth_loss_to_backbone: bool = field(
-        default=False,
-        metadata={"help": "Let the depth loss reach the backbone through h_0 (by default only the head learns)."},
-    )
-    policy_head_learning_rate: float | None = field(
-        default=None,
-        metadata={
-            "help": "Learning rate of the Policy Head (default: learning_rate). With Adam the depth loss weight "
-            "does not change how fast the head itself learns; this does."
-        },
-    )
     latent_projection: str = field(
         default="none",
         metadata={
@@ -62,14 +45,11 @@ class LasarSFTConfig(SFTConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.lasar_config(hidden_size=1)  # validates the depth and projection fields
+        self.check_latent_fields()
         if self.depth_mode == "cot" and self.fixed_depth is not None:
             raise ValueError("fixed_depth is only used with depth_mode=fixed")
-        if self.align_space not in ALIGN_SPACES:
-            raise ValueError(f"align_space must be one of {ALIGN_SPACES}, got {self.align_space!r}")
         if self.align_kind not in ALIGN_KINDS:
             raise ValueError(f"align_kind must be one of {ALIGN_KINDS}, got {self.align_kind!r}")
-        if self.align_temperature <= 0:
-            raise ValueError(f"align_temperature must be > 0, got {self.align_temperature}")
         if self.align_weight < 0 or self.depth_loss_weight < 0:
             raise ValueError("align_weight and depth_loss_weight must be >= 0")
         # SFT options the latent layout cannot honour: refuse them rather than ignore them
@@ -81,8 +61,6 @@ class LasarSFTConfig(SFTConfig):
             raise ValueError("truncation_mode must be keep_start: cutting the prompt's start changes what anchors saw")
         if self.loss_type != "nll":
             raise ValueError(f"loss_type={self.loss_type!r}: latent SFT's SID loss is cross-entropy (nll)")
-        if self.policy_head_learning_rate is not None and self.policy_head_learning_rate <= 0:
-            raise ValueError(f"policy_head_learning_rate must be > 0, got {self.policy_head_learning_rate}")
 
     def lasar_config(self, hidden_size: int) -> LasarConfig:
         """The LASAR parts this run trains (saved as lasar_config.json)."""

@@ -13,24 +13,22 @@ the SID) plus an `anchors` column: per row, S lists of H floats (see
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..losses import alignment_loss, depth_loss, step_to_anchor
-from ..modeling.lasar import LasarModules, attach_lasar, get_lasar, has_lasar, load_lasar
+from ..modeling.lasar import attach_lasar
 from ..modeling.forward import LatentOutput, add_latent_forward
 from ..sid.tokenizer import BOT_TOKEN
+from .lasar_common import LatentTrainerMixin
 from .lasar_sft_config import LasarSFTConfig
 from .sft import SidSFTTrainer
 
 ANCHORS_COLUMN = "anchors"
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,13 +90,12 @@ def check_anchor_column(dataset, hidden_size: int, name: str) -> None:
         )
 
 
-class LasarSFTTrainer(SidSFTTrainer):
+class LasarSFTTrainer(LatentTrainerMixin, SidSFTTrainer):
     """Stage-2 trainer: a drop-in for `SFTTrainer` (pass `LasarSFTConfig` and a dataset
     with anchors). The Policy Head (and latent projection) are attached to the model if
     it has none, and saved with it (`lasar_head.safetensors`, `lasar_config.json`)."""
 
     args: LasarSFTConfig
-    _checked_align_targets = False
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: Trainer divides it for accumulation
 
     def __init__(self, model, args: LasarSFTConfig, *pargs, data_collator=None, **kwargs):
@@ -112,9 +109,7 @@ class LasarSFTTrainer(SidSFTTrainer):
         base = self.hf_model
         hidden_size = base.config.hidden_size
         wanted = args.lasar_config(hidden_size)
-        lasar = get_lasar(base)
-        if lasar is None and has_lasar(base.config._name_or_path):  # continuing from a Stage-2 checkpoint
-            lasar = load_lasar(base, base.config._name_or_path)
+        lasar = self._starting_lasar()
         if lasar is None:
             lasar = attach_lasar(base, wanted)
         else:
@@ -138,21 +133,8 @@ class LasarSFTTrainer(SidSFTTrainer):
                 check_anchor_column(dataset, hidden_size, name)
 
     @property
-    def lasar(self) -> LasarModules:
-        return get_lasar(self.hf_model)
-
-    def create_optimizer(self, model=None):
-        """TRL's optimizer, with the Policy Head in its own group when it has its own rate."""
-        if self.optimizer is not None:  # given by the user, or built already
-            return self.optimizer
-        optimizer = super().create_optimizer(model)
-        if self.args.policy_head_learning_rate is not None and self.args.depth_mode == "cot":
-            head = list(self.lasar.policy_head.parameters())
-            head_ids = {id(p) for p in head}
-            for group in optimizer.param_groups:
-                group["params"] = [p for p in group["params"] if id(p) not in head_ids]
-            optimizer.add_param_group({"params": head, "lr": self.args.policy_head_learning_rate, "weight_decay": 0.0})
-        return optimizer
+    def head_learns(self) -> bool:
+        return self.args.depth_mode == "cot"
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -164,16 +146,9 @@ class LasarSFTTrainer(SidSFTTrainer):
             return torch.full_like(inputs["prompt_ids"][:, 0], self.args.fixed_depth)
         return inputs["num_segments"].clamp(self.args.min_depth, self.args.n_max)
 
-    def _max_steps(self, depths: torch.Tensor) -> int | None:
-        """With several processes, every rank runs the largest depth of any rank (padded),
-        so all ranks make the same forward calls (ZeRO-3 hangs otherwise)."""
-        if self.accelerator.num_processes == 1:
-            return None
-        return int(self.accelerator.gather(depths.max().reshape(1)).max())
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        args, base = self.args, self.hf_model
+        args = self.args
         depths = self._depths(inputs)
         # through `model` (DDP / autocast / PEFT wrappers), routed to the latent loop: see modeling.forward
         output = model(latent=dict(
@@ -187,7 +162,7 @@ class LasarSFTTrainer(SidSFTTrainer):
         metrics = {"ce": ce.item(), "mean_depth": depths.float().mean().item()}
 
         if args.align_weight > 0 and output.latent_states.shape[1] > 0:
-            align = self._alignment(base, output, depths, inputs)
+            align = self._alignment(output, depths, inputs)
             loss = loss + args.align_weight * align
             metrics[f"align_{args.align_kind}"] = align.item()
         if args.depth_mode == "cot":
@@ -196,51 +171,20 @@ class LasarSFTTrainer(SidSFTTrainer):
             predicted = output.depth_logits.argmax(-1) + args.min_depth
             metrics.update(depth_ce=depth_ce.item(), depth_accuracy=(predicted == depths).float().mean().item())
         if output.step_mask.any():
-            metrics["latent_norm_ratio"] = self._latent_norm_ratio(base, output, inputs)
+            metrics["latent_norm_ratio"] = self._latent_norm_ratio(output, inputs["prompt_ids"], inputs["prompt_mask"])
 
         for key, value in metrics.items():
             self._metrics[mode][key].append(value)
         return (loss, CausalLMOutputWithPast(loss=loss, logits=logits)) if return_outputs else loss
 
-    def _alignment(self, base: PreTrainedModel, output: LatentOutput, depths: torch.Tensor, inputs) -> torch.Tensor:
+    def _alignment(self, output: LatentOutput, depths: torch.Tensor, inputs) -> torch.Tensor:
         """L_align between h_t and a_{m(t)} over each row's real steps (DESIGN.md sec. 4)."""
         steps = output.latent_states.shape[1]
         anchor_index = step_to_anchor(depths, inputs["num_segments"], steps)  # (B, T), -1 past N
-        anchors = inputs["anchors"].to(output.latent_states.dtype)
+        anchors = inputs["anchors"]
         gather = anchor_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, anchors.shape[-1])
-        targets = anchors.gather(1, gather)  # (B, T, H)
-        latent = output.latent_states
-        if self.args.align_space == "hidden" and self.args.align_kind == "kl" and not self._checked_align_targets:
-            self._warn_if_one_hot(targets[output.step_mask])
-        if self.args.align_space == "vocab":  # the anchor side is a fixed target: no gradient through it
-            lm_head = base.get_output_embeddings()
-            latent = lm_head(latent)
-            with torch.no_grad():
-                targets = lm_head(targets)
+        latent, targets = self._in_align_space(output.latent_states, anchors.gather(1, gather))  # (B, T, H or V)
         return alignment_loss(latent, targets, output.step_mask, self.args.align_kind, self.args.align_temperature)
-
-    def _warn_if_one_hot(self, targets: torch.Tensor) -> None:
-        """Backbones with massive activations (a few hidden dimensions far above the rest,
-        e.g. SmolLM2) make softmax over the hidden dimension one-hot, and the KL then has
-        nothing to align: say so once, with the ways out."""
-        self._checked_align_targets = True
-        peak = torch.softmax(targets.float() / self.args.align_temperature, dim=-1).max(-1).values.mean().item()
-        if peak > 0.99:
-            logger.warning(
-                "align_space=hidden: softmax(anchor / %.3g) puts %.4f of its mass on one hidden dimension, so the "
-                "alignment KL is ~0 and aligns nothing on this backbone. Use align_space=vocab, a larger "
-                "align_temperature, or align_kind=cosine.", self.args.align_temperature, peak,
-            )
-
-    @staticmethod
-    def _latent_norm_ratio(base: PreTrainedModel, output: LatentOutput, inputs) -> float:
-        """Mean norm of the real latent states over that of the prompt's token embeddings:
-        latent reasoning is known to fail when it grows large (DESIGN.md sec. 10)."""
-        with torch.no_grad():
-            latent_norm = output.latent_states.norm(dim=-1)[output.step_mask].mean()
-            prompt_mask = inputs["prompt_mask"].bool()
-            embed_norm = base.get_input_embeddings()(inputs["prompt_ids"][prompt_mask]).norm(dim=-1).mean()
-            return (latent_norm / embed_norm).item()
 
 
 def _named(eval_dataset) -> list[tuple[str, object]]:
