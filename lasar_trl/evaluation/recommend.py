@@ -67,12 +67,16 @@ def reason(
     attention_mask: torch.Tensor,
     num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None,
     latent_projection: nn.Module | None,
+    max_steps: int | None = None,
 ) -> tuple[LatentTrajectory, torch.Tensor]:
-    """Prefill and latent steps (none when `num_steps` is None), then the float32 logits of
-    SID token 1 (B, V): where both decoders start."""
+    """Prefill and latent steps (none when `num_steps` is None; `max_steps` forward calls
+    when given, see `run_latent_loop`), then the float32 logits of SID token 1 (B, V):
+    where both decoders start."""
     if num_steps is None:
         num_steps = input_ids.new_zeros(input_ids.shape[0])
-    trajectory = run_latent_loop(model, input_ids, attention_mask, num_steps, latent_projection=latent_projection)
+    trajectory = run_latent_loop(
+        model, input_ids, attention_mask, num_steps, max_steps=max_steps, latent_projection=latent_projection
+    )
     return trajectory, next_token_logits(model, trajectory.answer_state.unsqueeze(1))
 
 
@@ -87,6 +91,7 @@ def sid_beam_search(
     constrained: bool = True,
     num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     latent_projection: nn.Module | None = None,
+    max_steps: int | None = None,
 ) -> BeamSearchOutput:
     """Beam search for L = trie.sid_length tokens after the prompt and its latent steps.
 
@@ -96,7 +101,7 @@ def sid_beam_search(
     indices of the trie (e.g. the user's history).
     """
     batch_size, length = input_ids.shape[0], trie.sid_length
-    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection)
+    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection, max_steps)
     cache, attention_mask = trajectory.cache, trajectory.attention_mask
     log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
     vocab_size = log_probs.shape[-1]
@@ -154,13 +159,14 @@ def sid_sample(
     temperature: float = 1.0,
     num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     latent_projection: nn.Module | None = None,
+    max_steps: int | None = None,
     generator: torch.Generator | None = None,
 ) -> SampleOutput:
     """One SID per row, token by token under the trie after the latent steps: sampled from
     softmax(logits / temperature) over the valid next tokens, or greedy at temperature 0.
     What RL rollouts decode with."""
     batch_size = input_ids.shape[0]
-    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection)
+    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection, max_steps)
     cache, attention_mask = trajectory.cache, trajectory.attention_mask
     nodes, tokens, total = trie.root(batch_size), [], logits.new_zeros(batch_size)
     for depth in range(trie.sid_length):

@@ -1,0 +1,314 @@
+"""Stage 3: GRPO with adaptive latent depth (DESIGN.md section 4).
+
+`LasarGRPOTrainer` is `trl.GRPOTrainer` with its own rollouts and log-probs, and two
+extra loss terms; batching, advantages, loss types, clipping, the reference model,
+checkpointing and logging are TRL's. Per prompt, G rollouts each draw a depth N_i
+(Policy Head sample, argmax or fixed), run N_i latent steps and decode one SID under
+the trie. How a rollout's depth reaches the loss:
+
+1. `_generate_single_turn` runs the rollouts and keeps depths and SID log-probs on the
+   trainer (TRL's hook returns only completion ids);
+2. `_generate` hands `sid_logprob`, `depth` and `num_generations` to the reward
+   functions as columns;
+3. `_generate_and_score_completions` adds per-row tensors (depth, raw reward, baseline,
+   terminal anchor), which survive TRL's shuffling and splitting into `_compute_loss`;
+4. `_get_per_token_logps_and_entropies` (old, reference and current policy alike) runs
+   each row's latent trajectory at its own depth, so gradients reach the latent steps.
+
+Dataset: a `prompt` (ending in `<bot>`) and the `target` item per row, plus `anchors`
+(the Stage-2 CoT anchors; the last one is the terminal target) when
+`terminal_align_weight > 0`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from trl import GRPOTrainer
+from trl.models.utils import unwrap_model_for_generation
+
+from ..losses import ema, reinforce_depth_loss, symmetric_kl
+from ..modeling.forward import LatentOutput, add_latent_forward
+from ..modeling.lasar import constant_depth
+from ..evaluation.recommend import sid_beam_search, sid_sample
+from ..sid.tokenizer import BOT_TOKEN
+from ..sid.trie import SidTrie
+from .lasar_common import LatentTrainerMixin
+from .lasar_grpo_config import LasarGRPOConfig
+from .lasar_sft_trainer import ANCHORS_COLUMN, check_anchor_column
+from .sft import RecommenderCheckpointMixin
+
+BASELINE_FILE = "depth_baseline.json"
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Rollouts:
+    """What one generation batch's rollouts leave for the rest of the step, row-aligned."""
+
+    depths: torch.Tensor  # (B,) N_i
+    sid_logprob: torch.Tensor  # (B,) full-vocabulary log-prob of the SID at temperature 1
+    valid: torch.Tensor  # (B,) the SID is a real item's
+
+
+class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrainer):
+    """Stage-3 trainer: a drop-in for `GRPOTrainer` (pass `LasarGRPOConfig`, SID reward
+    functions such as `lasar_trl.rewards.RankingReward`, and a Stage-2 checkpoint; a
+    Stage-1 model works with `rollout_depth=fixed`)."""
+
+    args: LasarGRPOConfig
+
+    def __init__(self, model, reward_funcs, args: LasarGRPOConfig, *pargs, **kwargs):
+        if not isinstance(args, LasarGRPOConfig):
+            raise TypeError(f"LasarGRPOTrainer needs a LasarGRPOConfig, got {type(args).__name__}")
+        for name in ("tools", "rollout_func", "environment_factory"):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"{name}: LASAR rollouts are one SID per prompt, decoded by the trainer")
+        super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+        base = self.hf_model
+        lasar = self._starting_lasar()
+        if lasar is None and args.rollout_depth != "fixed":
+            raise ValueError(
+                f"rollout_depth={args.rollout_depth!r} needs a Policy Head: start from a Stage-2 checkpoint "
+                f"({base.config._name_or_path!r} has no lasar_config.json), or use rollout_depth=fixed"
+            )
+        if lasar is not None and args.fixed_depth is not None and args.fixed_depth > lasar.config.n_max:
+            raise ValueError(f"fixed_depth={args.fixed_depth} is above the checkpoint's n_max={lasar.config.n_max}")
+        add_latent_forward(base)
+        if lasar is not None:
+            lasar.requires_grad_(False)  # PEFT froze them anyway; train exactly what this run uses
+            lasar.policy_head.requires_grad_(self.head_learns)
+            if lasar.latent_projection is not None and args.fixed_depth != 0:
+                lasar.latent_projection.requires_grad_(True)
+        if self.ref_model is not None:
+            self._prepare_reference(base)
+        if args.terminal_align_weight > 0 and self._uses_latents:
+            check_anchor_column(self.train_dataset, base.config.hidden_size, "train")
+        deterministic = args.rollout_depth != "sample" and (args.rollout_decoding == "beam" or args.temperature == 0)
+        if deterministic:
+            logger.warning(
+                "rollout_depth=%s with %s decoding: all rollouts of a prompt are identical, so every advantage is 0 "
+                "and GRPO learns nothing (fine for tests, not for training)", args.rollout_depth,
+                "beam" if args.rollout_decoding == "beam" else "greedy",
+            )
+        self.trie = SidTrie.from_sid_map(self.sid_map, self.processing_class).to(self.accelerator.device)
+        self.bot_token_id = self.processing_class.convert_tokens_to_ids(BOT_TOKEN)
+        self.depth_baseline: float | None = None  # the EMA of the mean total reward
+        self._rollouts: Rollouts | None = None
+        self._row_depths: torch.Tensor | None = None  # depths of the rows the next log-prob call scores
+        self._latent_output: LatentOutput | None = None  # of the last log-prob call, for the extra losses
+        self._gathered_rewards: torch.Tensor | None = None
+
+    @property
+    def head_learns(self) -> bool:
+        return self.args.rollout_depth == "sample"
+
+    @property
+    def _uses_latents(self) -> bool:
+        return self.args.fixed_depth != 0
+
+    def _prepare_reference(self, base) -> None:
+        """TRL rebuilt the reference from the config's path, as a plain HF model: check it is
+        the same recommender (a resized vocabulary), and give it the latent loop and the
+        starting LASAR parts (the latent projection reads them)."""
+        reference = self.accelerator.unwrap_model(self.ref_model)
+        wanted, got = base.get_input_embeddings().weight.shape[0], reference.get_input_embeddings().weight.shape[0]
+        if wanted != got:
+            raise ValueError(
+                f"the reference model from {base.config._name_or_path!r} has {got} token embeddings, the policy "
+                f"{wanted}: start RL from a saved recommender checkpoint folder (DESIGN.md sec. 10)"
+            )
+        if self.lasar is not None:
+            reference.add_module("lasar", copy.deepcopy(self.lasar).requires_grad_(False))
+        add_latent_forward(reference)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if ANCHORS_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, ANCHORS_COLUMN]
+
+    # -- rollouts ----------------------------------------------------------------------------
+
+    def _depth_choice(self):
+        """How rollouts pick N_i from h_0."""
+        if self.args.rollout_depth == "fixed":
+            return constant_depth(self.args.fixed_depth)
+        head = self.lasar.policy_head
+        return head.argmax_depth if self.args.rollout_depth == "argmax" else lambda h0: head.sample_depth(h0)[0]
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        device = self.accelerator.device
+        for row, ids in enumerate(prompt_ids):
+            if not ids or ids[-1] != self.bot_token_id:
+                raise ValueError(f"prompt {row} of the batch does not end in {BOT_TOKEN} once tokenized")
+        width = max(map(len, prompt_ids))
+        pad_id = self.processing_class.pad_token_id
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompt_ids], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=device)
+        max_steps = None  # with several processes, all run the same number of latent forward calls
+        if self.accelerator.num_processes > 1:
+            max_steps = self.args.fixed_depth if self.args.rollout_depth == "fixed" else self.lasar.config.n_max
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
+            torch.no_grad(),
+        ):
+            model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            decode = dict(
+                trie=self.trie, num_steps=self._depth_choice(), max_steps=max_steps,
+                latent_projection=self.lasar.latent_projection if self.lasar else None,
+            )
+            if self.args.rollout_decoding == "beam":
+                beams = sid_beam_search(model, input_ids, attention_mask, num_beams=self.args.rollout_num_beams, **decode)
+                sequences, sid_logprob, leaves = beams.sequences[:, 0], beams.scores[:, 0], beams.leaf_nodes[:, 0]
+                depths = beams.depths
+            else:
+                sample = sid_sample(model, input_ids, attention_mask, temperature=self.args.temperature, **decode)
+                sequences, sid_logprob, leaves, depths = sample.sequences, sample.log_probs, sample.leaf_nodes, sample.depths
+        self._rollouts = Rollouts(depths=depths, sid_logprob=sid_logprob, valid=self.trie.items_of(leaves) >= 0)
+        eos = self.processing_class.eos_token_id
+        return [row + [eos] for row in sequences.tolist()], None
+
+    def _generate(self, prompts: list):
+        outputs = super()._generate(prompts)
+        extra_fields = outputs[5]  # TRL merges these into the rows the reward functions see
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        extra_fields["sid_logprob"] = self._rollouts.sid_logprob.tolist()
+        extra_fields["depth"] = self._rollouts.depths.tolist()
+        extra_fields["num_generations"] = [group_size] * len(prompts)
+        return outputs
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self._gathered_rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._gathered_rewards
+
+    def _generate_and_score_completions(self, inputs):
+        self._row_depths = None  # old / reference log-probs inside super() run at the rollouts' depths
+        output = super()._generate_and_score_completions(inputs)
+        rollouts = self._rollouts
+        mode = "train" if self.model.training else "eval"
+        device = self.accelerator.device
+        total = (self._gathered_rewards * self.reward_weights.to(device)).nansum(dim=1)  # R of every process's rows
+        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        output["latent_depth"] = rollouts.depths.to(device)
+        output["depth_reward"] = total[local]
+        output["depth_baseline"] = self._reinforce_baseline(total, mode)[local]
+        if self.args.terminal_align_weight > 0 and self._uses_latents:
+            output["terminal_anchor"] = torch.tensor(
+                [row[ANCHORS_COLUMN][-1] for row in inputs], dtype=torch.float32, device=device
+            )
+        self._log_rollouts(rollouts, mode)
+        return output
+
+    def _reinforce_baseline(self, total_rewards: torch.Tensor, mode: str) -> torch.Tensor:
+        """b per row: the group's mean reward, or the EMA of the batch mean before this batch
+        (updated after it, in training only)."""
+        if self.args.depth_baseline == "group_mean":
+            group_size = self.num_generations if mode == "train" else self.num_generations_eval
+            return total_rewards.view(-1, group_size).mean(1).repeat_interleave(group_size)
+        batch_mean = total_rewards.mean().item()
+        baseline = batch_mean if self.depth_baseline is None else self.depth_baseline
+        if mode == "train":
+            self.depth_baseline = ema(self.depth_baseline, batch_mean, self.args.depth_baseline_decay)
+        return torch.full_like(total_rewards, baseline)
+
+    def _log_rollouts(self, rollouts: Rollouts, mode: str) -> None:
+        depths = self.accelerator.gather(rollouts.depths.to(self.accelerator.device))
+        valid = self.accelerator.gather(rollouts.valid.to(self.accelerator.device))
+        metrics = self._metrics[mode]
+        metrics["depth/mean"].append(depths.float().mean().item())
+        counts = torch.bincount(depths, minlength=(self.lasar.config.n_max + 1) if self.lasar else 1)
+        for depth, count in enumerate(counts.tolist()):
+            metrics[f"depth/frac_{depth}"].append(count / len(depths))
+        metrics["invalid_rate"].append(1.0 - valid.float().mean().item())
+        if self.args.depth_baseline == "ema" and self.depth_baseline is not None:
+            metrics["depth/baseline"].append(self.depth_baseline)
+
+    # -- log-probs through the latent trajectory ----------------------------------------------
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **unused
+    ):
+        """Per-token log-probs (and entropies) of the completion (SID tokens + eos), each row
+        after its own N_i latent steps; the latent outputs are kept for the extra losses."""
+        depths = self._row_depths
+        if depths is None:
+            depths = self._rollouts.depths
+        depths = depths.to(input_ids.device)
+        prompt_ids, prompt_mask = input_ids[:, :-logits_to_keep], attention_mask[:, :-logits_to_keep]
+        completion_ids = input_ids[:, -logits_to_keep:]
+        temperature = self.args.temperature or 1.0  # greedy rollouts: score at temperature 1
+        needs_head = self.head_learns and torch.is_grad_enabled()
+        batch_size = batch_size or len(input_ids)
+        logps, entropies, outputs = [], [], []
+        for start in range(0, len(input_ids), batch_size):
+            rows = slice(start, start + batch_size)
+            with self.accelerator.autocast():
+                output = model(latent=dict(
+                    prompt_ids=prompt_ids[rows], prompt_mask=prompt_mask[rows], num_steps=depths[rows],
+                    sid_input_ids=completion_ids[rows, :-1], max_steps=self._max_steps(depths),
+                    depth_logits=needs_head, detach_head_input=not self.args.depth_loss_to_backbone,
+                ))
+            log_probs = F.log_softmax(output.logits.float() / temperature, dim=-1)  # (b, C, V)
+            logps.append(log_probs.gather(-1, completion_ids[rows].unsqueeze(-1)).squeeze(-1))
+            if compute_entropy:
+                entropies.append(-(log_probs.exp() * log_probs).sum(-1))
+            outputs.append(output)
+        self._latent_output = outputs[0] if len(outputs) == 1 else None
+        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
+
+    # -- loss ------------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        self._row_depths = inputs["latent_depth"]
+        loss = super()._compute_loss(model, inputs)  # TRL's GRPO loss, already divided for accumulation
+        output = self._latent_output
+        mode = "train" if self.model.training else "eval"
+        extra = loss.new_zeros(())
+        if "terminal_anchor" in inputs:
+            rows = inputs["latent_depth"] > 0
+            if rows.any():
+                latent, anchor = self._in_align_space(output.answer_state[rows], inputs["terminal_anchor"][rows])
+                terminal_kl = symmetric_kl(latent, anchor, self.args.align_temperature).mean()
+                extra = extra + self.args.terminal_align_weight * terminal_kl
+                self._metrics[mode]["terminal_kl"].append(self.accelerator.gather(terminal_kl.detach()).mean().item())
+        if self.head_learns:
+            log_pi = torch.log_softmax(output.depth_logits, dim=-1)
+            classes = (inputs["latent_depth"] - self.lasar.config.min_depth).unsqueeze(-1)
+            entropy = -(log_pi.exp() * log_pi).sum(-1)
+            depth_loss = reinforce_depth_loss(
+                log_pi.gather(-1, classes).squeeze(-1), inputs["depth_reward"], inputs["depth_baseline"],
+                inputs["latent_depth"], self.args.depth_cost, entropy, self.args.depth_entropy_coef,
+            )
+            extra = extra + depth_loss
+            self._metrics[mode]["depth/policy_entropy"].append(self.accelerator.gather(entropy.detach()).mean().item())
+            self._metrics[mode]["depth/reinforce_loss"].append(self.accelerator.gather(depth_loss.detach()).mean().item())
+        if output.step_mask.any():
+            ratio = self._latent_norm_ratio(output, inputs["prompt_ids"], inputs["prompt_mask"])
+            self._metrics[mode]["latent_norm_ratio"].append(ratio)
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1
+        return loss + extra / normalizer
+
+    # -- checkpoints: the EMA baseline is optimizer state --------------------------------------
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            with open(os.path.join(output_dir, BASELINE_FILE), "w") as f:
+                json.dump({"depth_baseline": self.depth_baseline}, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, BASELINE_FILE) if checkpoint else None
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                self.depth_baseline = json.load(f)["depth_baseline"]
