@@ -1,6 +1,11 @@
 """Stage-3 rewards against hand-computed values, and their TRL reward callables (DESIGN.md sec. 4)."""
 
+import json
 import math
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +71,27 @@ def test_reward_callables_score_token_ids_against_the_target_column(smol_tokeniz
     assert rewards[1] < 0 and rewards[3] < 0 and rewards[1] < rewards[3]  # confidently wrong costs more
     with pytest.raises(ValueError, match="whole groups"):
         rank(**{**columns, "completion_ids": completion_ids[:3], "target": [first] * 3}, sid_logprob=[-1.0] * 3)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_ranking_sees_whole_groups_when_two_processes_share_a_batch(tmp_path):
+    """The middle group's rollouts live on both processes: each process must get the rewards
+    that scoring the whole group gives (TRL calls reward functions per process)."""
+    worker = os.path.join(os.path.dirname(__file__), "ranking_worker.py")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "OMP_NUM_THREADS": "1"}
+    single, double = tmp_path / "single", tmp_path / "double"
+    single.mkdir(), double.mkdir()
+    subprocess.run([sys.executable, worker, str(single)], check=True, env=env, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), worker,
+         str(double)], check=True, env=env, timeout=300,
+    )
+    whole = json.loads((single / "rank0.json").read_text())
+    split = json.loads((double / "rank0.json").read_text()) + json.loads((double / "rank1.json").read_text())
+    assert len(whole) == 12 and split == whole
+    assert any(r < 0 for r in whole[4:8])  # the straddling group has wrong rollouts to rank

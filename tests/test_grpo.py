@@ -1,0 +1,259 @@
+"""Stage 3 (LasarGRPOTrainer): rollouts, log-probs through the latent trajectory, the extra
+losses, depth learning by REINFORCE, reference models, resume, configs."""
+
+import math
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from conftest import make_tiny_model
+from lasar_trl.data.tasks import recommendation_dataset
+from lasar_trl.modeling.checkpoint import load_recommender
+from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar, save_lasar, split_lasar_state
+from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward
+from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.trainers.lasar_grpo_config import LasarGRPOConfig
+from lasar_trl.trainers.lasar_grpo_trainer import BASELINE_FILE, LasarGRPOTrainer
+from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint
+
+GROUP = 4
+N_MAX = 4
+
+
+def save_stage2_checkpoint(tokenizer, sid_map, folder, **lasar_overrides) -> str:
+    """A Stage-2 checkpoint folder: tiny model with SID tokens and LASAR parts, tokenizer, SID map."""
+    model = make_tiny_model(tokenizer)
+    add_sid_tokens(model, tokenizer, sid_map)
+    lasar = attach_lasar(model, LasarConfig(hidden_size=HIDDEN, n_max=N_MAX, min_depth=1, **lasar_overrides))
+    model_state, lasar_state = split_lasar_state(model.state_dict())
+    model.save_pretrained(folder, state_dict=model_state)
+    save_lasar(lasar_state, lasar.config, folder)
+    tokenizer.save_pretrained(folder)
+    sid_map.save(folder)
+    return str(folder)
+
+
+def grpo_dataset(sid_map, rows: int = 40, anchors: bool = True):
+    """prompt / target rows and, per row, 1-4 random CoT anchors."""
+    windows = latent_windows(sid_map, rows)
+    dataset = recommendation_dataset(windows, sid_map).select_columns(["prompt", "target"])
+    if anchors:
+        generator = torch.Generator().manual_seed(0)
+        dataset = dataset.add_column(
+            "anchors", [torch.randn(len(w.history), HIDDEN, generator=generator).tolist() for w in windows]
+        )
+    return dataset
+
+
+def grpo_args(output_dir, **overrides) -> LasarGRPOConfig:
+    defaults = dict(
+        output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=8, num_generations=GROUP,
+        learning_rate=1e-3, bf16=False, use_cpu=True, report_to="none", logging_steps=1, save_strategy="no",
+        activation_checkpointing=False, seed=0, dataloader_num_workers=0,
+    )
+    return LasarGRPOConfig(**{**defaults, **overrides})
+
+
+def sid_rewards(sid_map, tokenizer):
+    return [ExactMatchReward(sid_map, tokenizer), RankingReward(sid_map, tokenizer, GROUP),
+            PrefixMatchReward(sid_map, tokenizer)]
+
+
+def make_trainer(tokenizer, sid_map, checkpoint, output_dir, reward_funcs=None, dataset=None, model=None,
+                 **overrides) -> LasarGRPOTrainer:
+    return LasarGRPOTrainer(
+        model=model if model is not None else checkpoint,
+        reward_funcs=reward_funcs or sid_rewards(sid_map, tokenizer),
+        args=grpo_args(output_dir, **overrides),
+        train_dataset=dataset if dataset is not None else grpo_dataset(sid_map),
+        processing_class=tokenizer,
+    )
+
+
+@pytest.fixture
+def stage2(smol_tokenizer, tiny_sid_map, tmp_path):
+    return save_stage2_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage2")
+
+
+def logged(trainer, key: str) -> list[float]:
+    return [entry[key] for entry in trainer.state.log_history if key in entry]
+
+
+def test_grpo_run_with_reference_and_checkpointing_is_finite_valid_and_logs_its_metrics(
+    smol_tokenizer, tiny_sid_map, stage2, tmp_path
+):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", beta=0.04,
+                           activation_checkpointing=True)
+    assert trainer.ref_model is not None and get_lasar(trainer.ref_model) is not None
+    trainer.train()
+    assert all(math.isfinite(loss) for loss in logged(trainer, "loss")) and len(logged(trainer, "loss")) == 3
+    assert logged(trainer, "invalid_rate") == [0.0, 0.0, 0.0]
+    # the reference scores the same latent trajectories: before any update, policy == reference exactly
+    assert logged(trainer, "kl")[0] == pytest.approx(0.0, abs=1e-6)
+    assert logged(trainer, "kl")[-1] > 0
+    for key in ["rewards/exact_match/mean", "rewards/ranking/mean", "rewards/prefix_match/mean", "depth/mean",
+                "terminal_kl", "depth/policy_entropy", "latent_norm_ratio", "depth/baseline"]:
+        assert len(logged(trainer, key)) == 3, key
+    fractions = [sum(entry[f"depth/frac_{d}"] for d in range(N_MAX + 1)) for entry in trainer.state.log_history[:3]]
+    assert fractions == pytest.approx([1.0] * 3)
+    assert all(1 <= depth <= N_MAX for depth in logged(trainer, "depth/mean"))
+
+
+def test_loss_log_probs_are_the_rollouts_own(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
+    """Scoring a rollout through its own latent trajectory gives back the log-prob it was
+    sampled with: the depths reach the loss row by row."""
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out")
+    prompts = grpo_dataset(tiny_sid_map)["prompt"][:8]
+    prompt_ids = smol_tokenizer(prompts)["input_ids"]
+    torch.manual_seed(3)
+    completions, _ = trainer._generate_single_turn(prompt_ids, None, {}, GROUP)
+    rollouts = trainer._rollouts
+    assert len(set(rollouts.depths.tolist())) > 1  # rows at different depths in one batch
+    width = max(map(len, prompt_ids))
+    pad = smol_tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p + c for p, c in zip(prompt_ids, completions)])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(c)) for p, c in zip(prompt_ids, completions)])
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, len(completions[0]))
+    sid_length = tiny_sid_map.sid_length
+    assert logps[:, :sid_length].sum(-1) == pytest.approx(rollouts.sid_logprob, abs=1e-4)
+    trainer._rollouts.depths = rollouts.depths.flip(0)  # other depths score other trajectories
+    with torch.no_grad():
+        other, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, len(completions[0]))
+    assert not torch.allclose(other[:, :sid_length].sum(-1), rollouts.sid_logprob, atol=1e-3)
+
+
+@pytest.mark.parametrize("reward, depth_cost, direction", [("flat", 0.05, "falls"), ("deeper", 0.0, "rises")])
+def test_reinforce_moves_the_sampled_depth(smol_tokenizer, tiny_sid_map, stage2, tmp_path, reward, depth_cost,
+                                           direction):
+    """A reward blind to depth plus a step cost makes depth fall; a reward that grows
+    with depth and no cost makes it rise (only the head learns here: learning_rate 0)."""
+
+    def flat(completions, depth, **columns):
+        return [0.0] * len(depth)
+
+    def deeper(completions, depth, **columns):
+        return [d / N_MAX for d in depth]
+
+    trainer = make_trainer(
+        smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", reward_funcs=[flat if reward == "flat" else deeper],
+        max_steps=40, learning_rate=0.0, policy_head_learning_rate=0.02, depth_cost=depth_cost,
+        terminal_align_weight=0.0,
+    )
+    trainer.train()
+    depths = logged(trainer, "depth/mean")
+    first, last = sum(depths[:4]) / 4, sum(depths[-4:]) / 4  # a uniform head starts near 2.5
+    if direction == "falls":
+        assert last < first - 0.5 and last < 1.8
+    else:
+        assert last > first + 0.5 and last > 3.2
+
+
+def test_resume_continues_from_the_same_step_with_the_baseline(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
+    full = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "full", max_steps=4)
+    full.train()
+    interrupted = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "run", max_steps=4,
+                               save_strategy="steps", save_steps=2)
+    interrupted.train()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    assert (checkpoint / BASELINE_FILE).is_file() and (checkpoint / "lasar_head.safetensors").is_file()
+    resumed = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "run", max_steps=4)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert [e["step"] for e in resumed.state.log_history if "loss" in e] == [1, 2, 3, 4]  # 1-2 from the checkpoint
+    for key in ["loss", "depth/mean", "depth/baseline", "reward"]:
+        assert logged(resumed, key)[-2:] == pytest.approx(logged(full, key)[-2:], rel=1e-4, abs=1e-6), key
+    assert resumed.depth_baseline == pytest.approx(full.depth_baseline)
+
+
+def test_fixed_depth_zero_is_grpo_without_reasoning_on_a_stage1_model(smol_tokenizer, tiny_sid_map, tmp_path):
+    """The MiniOneRec recipe: no Policy Head needed, no latent step, no anchors."""
+    stage1 = str(save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1"))
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage1, tmp_path / "out", rollout_depth="fixed",
+                           fixed_depth=0, dataset=grpo_dataset(tiny_sid_map, anchors=False), max_steps=2)
+    trainer.train()
+    assert logged(trainer, "depth/mean") == [0.0, 0.0]
+    assert logged(trainer, "invalid_rate") == [0.0, 0.0]
+    assert not logged(trainer, "terminal_kl") and not logged(trainer, "depth/policy_entropy")
+    assert all(math.isfinite(loss) for loss in logged(trainer, "loss"))
+
+
+def test_sampled_depth_needs_a_policy_head(smol_tokenizer, tiny_sid_map, tmp_path):
+    stage1 = str(save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1"))
+    with pytest.raises(ValueError, match="needs a Policy Head"):
+        make_trainer(smol_tokenizer, tiny_sid_map, stage1, tmp_path / "out")
+
+
+def test_terminal_alignment_needs_anchors(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
+    with pytest.raises(ValueError, match="no 'anchors' column"):
+        make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out",
+                     dataset=grpo_dataset(tiny_sid_map, anchors=False))
+
+
+def test_beam_rollouts_and_argmax_depth(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
+    beam = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "beam", rollout_decoding="beam",
+                        rollout_num_beams=5, max_steps=2)
+    beam.train()
+    assert logged(beam, "invalid_rate") == [0.0, 0.0]
+    argmax = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "argmax", rollout_depth="argmax",
+                          max_steps=1)
+    head = get_lasar(argmax.hf_model).policy_head
+    argmax.train()
+    assert not logged(argmax, "depth/policy_entropy")  # the head is not trained under argmax
+    assert not any(p.requires_grad for p in head.parameters())
+
+
+def test_reference_from_an_unresized_model_is_refused(smol_tokenizer, smol_path, tiny_sid_map, stage2, tmp_path):
+    base = tmp_path / "base"
+    make_tiny_model(AutoTokenizer.from_pretrained(smol_path)).save_pretrained(base)  # no SID tokens
+    model, _, _ = load_recommender(stage2)  # with its LASAR parts
+    model.config._name_or_path = str(base)
+    with pytest.raises(ValueError, match="token embeddings"):
+        LasarGRPOTrainer(
+            model=model, reward_funcs=sid_rewards(tiny_sid_map, smol_tokenizer), args=grpo_args(tmp_path, beta=0.04),
+            train_dataset=grpo_dataset(tiny_sid_map), processing_class=smol_tokenizer, sid_map=tiny_sid_map,
+        )
+
+
+def test_with_lora_the_reference_is_the_disabled_adapter(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
+    from peft import LoraConfig
+
+    trainer = LasarGRPOTrainer(
+        model=stage2, reward_funcs=sid_rewards(tiny_sid_map, smol_tokenizer),
+        args=grpo_args(tmp_path / "out", beta=0.04, max_steps=2), train_dataset=grpo_dataset(tiny_sid_map),
+        processing_class=smol_tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    assert trainer.ref_model is None
+    head_before = get_lasar(trainer.hf_model).policy_head.mlp[0].weight.detach().clone()
+    trainer.train()
+    assert logged(trainer, "kl")[0] == pytest.approx(0.0, abs=1e-6)
+    assert all(math.isfinite(loss) for loss in logged(trainer, "loss"))
+    assert not torch.equal(get_lasar(trainer.hf_model).policy_head.mlp[0].weight, head_before)
+    trainer.save_model(str(tmp_path / "out"))
+    assert os.path.isfile(tmp_path / "out" / "lasar_head.safetensors")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(rollout_depth="random"), "rollout_depth"),
+        (dict(rollout_depth="fixed"), "fixed_depth"),
+        (dict(fixed_depth=2), "fixed_depth"),
+        (dict(rollout_depth="fixed", fixed_depth=-1), "fixed_depth"),
+        (dict(rollout_decoding="nucleus"), "rollout_decoding"),
+        (dict(rollout_num_beams=0), "rollout_num_beams"),
+        (dict(depth_baseline="median"), "depth_baseline"),
+        (dict(depth_baseline_decay=1.0), "depth_baseline_decay"),
+        (dict(depth_cost=-0.1), "depth_cost"),
+        (dict(align_space="logits"), "align_space"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_p=0.9), "top_p"),
+        (dict(top_k=5), "top_k"),
+        (dict(repetition_penalty=1.1), "repetition_penalty"),
+    ],
+)
+def test_invalid_configs_fail_with_the_field_named(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        grpo_args(tmp_path, **overrides)
