@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 
@@ -19,3 +20,14 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def save_dataset_atomic(dataset, path: str | os.PathLike) -> None:
+    """`datasets.Dataset.save_to_disk` into a temp folder beside `path`, then renamed into place."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    dataset.save_to_disk(str(temp))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(temp, path)

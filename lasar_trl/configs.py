@@ -40,6 +40,9 @@ class RecScriptArguments:
     exclude_history: bool = field(
         default=True, metadata={"help": "Ban each user's history items from their recommendations (RecBole-style)."}
     )
+    evaluate_after_training: bool = field(
+        default=True, metadata={"help": "Evaluate the saved model on eval_split once training ends."}
+    )
 
     def __post_init__(self) -> None:
         if self.eval_split not in SPLITS:

@@ -25,6 +25,7 @@ from .sid.build import build_sid_map
 from .sid.sid_map import SidMap
 
 logger = logging.getLogger(__name__)
+LATENT_TRAIN_DATA = "latent_train_data"  # Stage 2's rows with anchors, saved beside its checkpoint for Stage 3
 
 
 def setup_run(training_args: TrainingArguments) -> None:
@@ -110,7 +111,8 @@ def train_save_and_evaluate(
     trainer: Trainer, sid_map: SidMap, data: RecData, script_args: RecScriptArguments, label: str
 ) -> None:
     """Train (resuming from the last complete checkpoint of the output folder, or the one
-    given), save the final model, then evaluate it on the main process into eval_results.json."""
+    given), save the final model, then (unless `evaluate_after_training` is off) evaluate it
+    on the main process into eval_results.json."""
     args = trainer.args
     checkpoint = args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(args.output_dir):
@@ -119,7 +121,7 @@ def train_save_and_evaluate(
         logger.info("Resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)
-    if trainer.accelerator.is_main_process:
+    if script_args.evaluate_after_training and trainer.accelerator.is_main_process:
         evaluate_and_report(
             trainer.model, trainer.processing_class, sid_map, data, script_args, label=label,
             output_json=os.path.join(args.output_dir, "eval_results.json"),

@@ -6,7 +6,9 @@ Builds (or reuses from OUTPUT_DIR/cot) one CoT per training sample, splits it in
 segments, takes the Stage-1 model's hidden state at the end of each segment as an anchor,
 then trains the latent loop, the step-wise alignment and the Policy Head
 (`LasarSFTTrainer`). Saves model, tokenizer, sid_map.json, lasar_head.safetensors and
-lasar_config.json, and evaluates at the Policy Head's depths.
+lasar_config.json, and the training rows with their anchors (OUTPUT_DIR/latent_train_data,
+where Stage 3 takes its prompts and terminal anchors from), then evaluates at the Policy
+Head's depths.
 """
 
 import os
@@ -19,11 +21,11 @@ from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import check_items_known
 from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
 from lasar_trl.modeling.loading import resolve_model_path
-from lasar_trl.pipeline import rationales, setup_run, train_save_and_evaluate, training_windows
+from lasar_trl.atomic import save_dataset_atomic
+from lasar_trl.pipeline import LATENT_TRAIN_DATA, rationales, setup_run, train_save_and_evaluate, training_windows
 from lasar_trl.sid.sid_map import SidMap
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
-
 
 
 def main(
@@ -52,6 +54,12 @@ def main(
         train_dataset = latent_sft_dataset(
             model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
             merge_threshold=cot_args.segment_merge_threshold, show_progress=True,
+        )
+    if training_args.process_index == 0:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        save_dataset_atomic(
+            train_dataset.select_columns(["prompt", "target", "anchors"]),
+            os.path.join(training_args.output_dir, LATENT_TRAIN_DATA),
         )
 
     trainer = LasarSFTTrainer(

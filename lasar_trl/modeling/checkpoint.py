@@ -56,7 +56,8 @@ def load_recommender(
     if sid_map is not None:
         check_same_sid_map(sid_map, checkpoint_map, path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    unknown = [t for t in checkpoint_map.all_tokens() if t not in tokenizer.get_vocab()]
+    vocabulary = tokenizer.get_vocab()  # a fresh dict per call: build it once
+    unknown = [t for t in checkpoint_map.all_tokens() if t not in vocabulary]
     if unknown:
         raise SidMapMismatchError(f"{path}: the tokenizer lacks SID tokens of its sid_map.json, e.g. {unknown[:3]}")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)

@@ -1,0 +1,217 @@
+"""The main job: LASAR end to end (Stage 1 SFT -> Stage 2 latent SFT -> Stage 3 GRPO), then one
+evaluation table.
+
+    accelerate launch recipes/grpo_lasar.py                                   # demonstration scale (the yaml below)
+    accelerate launch recipes/grpo_lasar.py --smoke true                      # minutes: CI-sized
+    accelerate launch recipes/grpo_lasar.py --config recipes/grpo_lasar_paper.yaml   # paper scale, on GPUs
+
+Without `--config` it runs recipes/grpo_lasar.yaml (ml-100k, the embedded SmolLM2-135M).
+Stages 1 and 2 run from their own recipes and configs (`stage1_config`, `stage2_config`)
+unless `--model_name_or_path` names a Stage-2 checkpoint; each stage is saved under
+`run_dir` and marked complete before the next starts, so a second run reuses it (and an
+interrupted stage resumes from its last checkpoint). Stage 3 is `LasarGRPOTrainer` on
+prompts and anchors of Stage 2's training rows. The table compares, on the same test
+users: LASAR after RL, the same model forced to one depth (an ablation of adaptivity,
+not a trained fixed-depth model), Stage 2 before RL, Stage 1 (N = 0) and most-popular.
+Everything lands in `run_dir` with `summary.json`.
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+from accelerate import PartialState
+from datasets import load_from_disk
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
+
+from lasar_trl.atomic import write_json_atomic
+from lasar_trl.configs import CotArguments, RecScriptArguments
+from lasar_trl.data import load_dataset_spec
+from lasar_trl.evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
+from lasar_trl.modeling.checkpoint import load_recommender
+from lasar_trl.modeling.loading import resolve_model_path
+from lasar_trl.pipeline import LATENT_TRAIN_DATA, setup_run, train_save_and_evaluate
+from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward
+from lasar_trl.trainers.lasar_grpo_config import LasarGRPOConfig
+from lasar_trl.trainers.lasar_grpo_trainer import LasarGRPOTrainer
+from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
+
+RECIPES = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(RECIPES, "grpo_lasar.yaml")
+STAGE_DONE = "stage_complete.json"
+# --smoke: the same job, shrunk to minutes on 2 CPU cores (CI runs it)
+SMOKE = dict(stage1_max_train_samples=16, stage2_max_train_samples=16, max_steps=2, eval_max_samples=16,
+             eval_num_beams=10)
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineArguments:
+    """How the main job chains the stages and what it compares."""
+
+    run_dir: str = field(default="outputs/lasar", metadata={"help": "Stage checkpoints and summary.json go here."})
+    stage1_config: str = field(default=os.path.join(RECIPES, "sft_stage1.yaml"), metadata={"help": "Stage-1 yaml."})
+    stage2_config: str = field(default=os.path.join(RECIPES, "sft_latent.yaml"), metadata={"help": "Stage-2 yaml."})
+    stage1_max_train_samples: int | None = field(default=None, metadata={"help": "Overrides the Stage-1 yaml's."})
+    stage2_max_train_samples: int | None = field(default=None, metadata={"help": "Overrides the Stage-2 yaml's."})
+    stage1_checkpoint: str | None = field(
+        default=None, metadata={"help": "With --model_name_or_path: the Stage-1 checkpoint to compare with."}
+    )
+    ablation_depth: int = field(default=4, metadata={"help": "The depth LASAR is forced to in the ablation row."})
+    smoke: bool = field(default=False, metadata={"help": f"Shrink everything to a few minutes: {SMOKE}."})
+    scale: str = field(default="demonstration scale", metadata={"help": "What the table's title calls this run."})
+
+
+def header(text: str) -> None:
+    print(f"\n{'=' * 100}\n{text}\n{'=' * 100}", flush=True)
+
+
+def run_stage(title: str, output_dir: str, train) -> float:
+    """Run `train()` unless `output_dir` holds a completed run of this stage; the minutes it took."""
+    marker = os.path.join(output_dir, STAGE_DONE)
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            minutes = json.load(f)["train_minutes"]
+        header(f"{title}: reusing the completed run in {output_dir} ({minutes:.1f} min when it ran)")
+        return minutes
+    header(title)
+    start = time.perf_counter()
+    train()
+    minutes = (time.perf_counter() - start) / 60
+    state = PartialState()
+    if state.is_main_process:
+        write_json_atomic(marker, {"title": title, "train_minutes": minutes})
+    state.wait_for_everyone()
+    return minutes
+
+
+def stage_args(types: tuple, config: str, output_dir: str, script_args: RecScriptArguments, samples: int | None):
+    """A stage's configs: its yaml, with this job's data, output folder and (optionally) sample count."""
+    overrides = ["--config", config, "--output_dir", output_dir, "--dataset", script_args.dataset,
+                 "--max_history", str(script_args.max_history), "--evaluate_after_training", "false"]
+    if samples is not None:
+        overrides += ["--max_train_samples", str(samples)]
+    return TrlParser(types).parse_args_and_config(overrides)
+
+
+def train_sft_stages(script_args: RecScriptArguments, job: PipelineArguments) -> tuple[str, str, dict]:
+    """Stage 1 then Stage 2 through their own recipes; their folders and training minutes."""
+    from sft_latent import main as stage2_main  # the recipes beside this one
+    from sft_stage1 import main as stage1_main
+
+    stage1_dir, stage2_dir = os.path.join(job.run_dir, "stage1"), os.path.join(job.run_dir, "stage2")
+    minutes = {}
+    stage1 = stage_args((RecScriptArguments, SFTConfig, ModelConfig), job.stage1_config, stage1_dir, script_args,
+                        job.stage1_max_train_samples)
+    minutes["stage1"] = run_stage("Stage 1: SID grounding (SFT)", stage1_dir, lambda: stage1_main(*stage1))
+    stage2 = stage_args((RecScriptArguments, CotArguments, LasarSFTConfig, ModelConfig), job.stage2_config,
+                        stage2_dir, script_args, job.stage2_max_train_samples)
+    stage2[3].model_name_or_path = stage1_dir
+    minutes["stage2"] = run_stage("Stage 2: latent reasoning SFT", stage2_dir, lambda: stage2_main(*stage2))
+    return stage1_dir, stage2_dir, minutes
+
+
+def rl_prompts(stage2_dir: str, script_args: RecScriptArguments, training_args: LasarGRPOConfig):
+    """Stage 3's prompts and terminal anchors: a seeded subset of Stage 2's training rows."""
+    path = os.path.join(stage2_dir, LATENT_TRAIN_DATA)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{path} is missing: Stage 3 takes its prompts and anchors from the Stage-2 rows that "
+            "recipes/sft_latent.py saves there"
+        )
+    rows = load_from_disk(path).shuffle(seed=training_args.seed)
+    if script_args.max_train_samples:
+        rows = rows.select(range(min(script_args.max_train_samples, len(rows))))
+    return rows if training_args.terminal_align_weight > 0 else rows.remove_columns("anchors")
+
+
+def train_grpo(stage2_dir, script_args, training_args: LasarGRPOConfig, model_args: ModelConfig, data) -> None:
+    model, tokenizer, sid_map = load_recommender(stage2_dir, dtype=model_args.dtype, device=training_args.device)
+    group = training_args.num_generations
+    trainer = LasarGRPOTrainer(
+        model=model,
+        reward_funcs=[RankingReward(sid_map, tokenizer, group), ExactMatchReward(sid_map, tokenizer),
+                      PrefixMatchReward(sid_map, tokenizer)],
+        args=training_args,
+        train_dataset=rl_prompts(stage2_dir, script_args, training_args),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        sid_map=sid_map,
+    )
+    # evaluated below, next to the other variants
+    train_save_and_evaluate(trainer, sid_map, data, replace(script_args, evaluate_after_training=False), "lasar")
+
+
+def evaluate_variants(variants: dict, data, script_args: RecScriptArguments, scale: str) -> tuple[dict, str]:
+    """Every (checkpoint, forced depth) variant and most-popular on the same requests."""
+    windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
+    exclude = [data.seen_items(script_args.eval_split, w) for w in windows] if script_args.exclude_history else None
+    results = {}
+    for label, (path, depth) in variants.items():
+        print(f"-- {label}", flush=True)
+        model, tokenizer, sid_map = load_recommender(path)
+        results[label] = evaluate_recommender(
+            model, tokenizer, sid_map, windows, num_beams=script_args.eval_num_beams,
+            batch_size=script_args.eval_batch_size, exclude_items=exclude, depth=depth,
+        )
+    results["most-popular"] = most_popular_baseline(data, windows, exclude_items=exclude)
+    title = (
+        f"{scale.upper()}: {data.name} {script_args.eval_split}, {len(windows)} users, "
+        f"{script_args.eval_num_beams} beams, exclude_history={script_args.exclude_history}"
+    )
+    histograms = "\n".join(f"  depths of {label}: {r['depth_histogram']}" for label, r in results.items())
+    return results, f"{format_table(results, title)}\n{histograms}"
+
+
+def main(script_args, cot_args, training_args: LasarGRPOConfig, model_args: ModelConfig, job: PipelineArguments):
+    if job.smoke:
+        for key, value in SMOKE.items():
+            for target in (job, script_args, training_args):
+                if hasattr(target, key):
+                    setattr(target, key, value)
+    setup_run(training_args)
+    start = time.perf_counter()
+    data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
+    if model_args.model_name_or_path:  # a given Stage-2 checkpoint
+        stage2_dir, stage1_dir = resolve_model_path(model_args.model_name_or_path), job.stage1_checkpoint
+        minutes = {}
+    else:
+        stage1_dir, stage2_dir, minutes = train_sft_stages(script_args, job)
+        setup_run(training_args)  # the stage recipes set their own seeds
+    grpo_dir = training_args.output_dir
+    minutes["stage3"] = run_stage(
+        f"Stage 3: GRPO with adaptive latent depth ({training_args.rollout_depth} depth, "
+        f"G = {training_args.num_generations})", grpo_dir,
+        lambda: train_grpo(stage2_dir, script_args, training_args, model_args, data),
+    )
+    if not PartialState().is_main_process:
+        return
+    header("Evaluation")
+    variants = {
+        "LASAR (Stage 3, Policy Head depth)": (grpo_dir, None),
+        f"LASAR forced to N={job.ablation_depth} (ablation)": (grpo_dir, job.ablation_depth),
+        "Stage 2 (before RL)": (stage2_dir, None),
+    }
+    if stage1_dir:
+        variants["Stage 1 (N=0)"] = (stage1_dir, None)
+    results, table = evaluate_variants(variants, data, script_args, "smoke test" if job.smoke else job.scale)
+    print(table, flush=True)
+    summary = {
+        "scale": "smoke test" if job.smoke else job.scale,
+        "command": " ".join(sys.argv), "dataset": data.name, "split": script_args.eval_split,
+        "checkpoints": {label: path for label, (path, _) in variants.items()},
+        "train_minutes": minutes, "total_minutes": (time.perf_counter() - start) / 60,
+        "pipeline": asdict(job), "results": results,
+    }
+    write_json_atomic(os.path.join(job.run_dir, "summary.json"), summary)
+    print(f"\nSummary: {os.path.join(job.run_dir, 'summary.json')} ({summary['total_minutes']:.1f} min)", flush=True)
+
+
+if __name__ == "__main__":
+    if "--config" not in sys.argv:
+        sys.argv[1:1] = ["--config", DEFAULT_CONFIG]
+    parser = TrlParser((RecScriptArguments, CotArguments, LasarGRPOConfig, ModelConfig, PipelineArguments))
+    main(*parser.parse_args_and_config())
