@@ -12,7 +12,8 @@ unless `--model_name_or_path` names a Stage-2 checkpoint; each stage is saved un
 interrupted stage resumes from its last checkpoint). Stage 3 is `LasarGRPOTrainer` on
 prompts and anchors of Stage 2's training rows. The table compares, on the same test
 users: LASAR after RL, the same model forced to one depth (an ablation of adaptivity,
-not a trained fixed-depth model), Stage 2 before RL, Stage 1 (N = 0) and most-popular.
+not a trained fixed-depth model), Stage 1 (N = 0) and most-popular, and shows the depths
+Stage 2 chose before RL.
 Everything lands in `run_dir` with `summary.json`.
 """
 
@@ -30,7 +31,8 @@ from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.configs import CotArguments, RecScriptArguments
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
+from lasar_trl.evaluation.evaluate import depth_histogram, evaluate_recommender, format_table, most_popular_baseline
+from lasar_trl.evaluation.recommend import policy_depths
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.loading import resolve_model_path
 from lasar_trl.pipeline import LATENT_TRAIN_DATA, setup_run, train_save_and_evaluate
@@ -145,8 +147,9 @@ def train_grpo(stage2_dir, script_args, training_args: LasarGRPOConfig, model_ar
     train_save_and_evaluate(trainer, sid_map, data, replace(script_args, evaluate_after_training=False), "lasar")
 
 
-def evaluate_variants(variants: dict, data, script_args: RecScriptArguments, scale: str) -> tuple[dict, str]:
-    """Every (checkpoint, forced depth) variant and most-popular on the same requests."""
+def evaluate_variants(variants: dict, stage2_dir: str, data, script_args: RecScriptArguments, scale: str):
+    """Every (checkpoint, forced depth) variant and most-popular on the same requests, and the
+    depths Stage 2 chose before RL (its Policy Head on the same prompts; no search needed)."""
     windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
     exclude = [data.seen_items(script_args.eval_split, w) for w in windows] if script_args.exclude_history else None
     results = {}
@@ -158,12 +161,17 @@ def evaluate_variants(variants: dict, data, script_args: RecScriptArguments, sca
             batch_size=script_args.eval_batch_size, exclude_items=exclude, depth=depth,
         )
     results["most-popular"] = most_popular_baseline(data, windows, exclude_items=exclude)
+    model, tokenizer, sid_map = load_recommender(stage2_dir)
+    depths = policy_depths(model, tokenizer, sid_map, [w.history for w in windows], script_args.eval_batch_size)
+    before_rl = {"mean_depth": sum(depths) / len(depths), "depth_histogram": depth_histogram(depths)}
     title = (
         f"{scale.upper()}: {data.name} {script_args.eval_split}, {len(windows)} users, "
         f"{script_args.eval_num_beams} beams, exclude_history={script_args.exclude_history}"
     )
-    histograms = "\n".join(f"  depths of {label}: {r['depth_histogram']}" for label, r in results.items())
-    return results, f"{format_table(results, title)}\n{histograms}"
+    lines = [format_table(results, title)]
+    lines += [f"  depths of {label}: {r['depth_histogram']}" for label, r in results.items()]
+    lines.append(f"  depths Stage 2 chose before RL: {before_rl['depth_histogram']} (mean {before_rl['mean_depth']:.2f})")
+    return results, before_rl, "\n".join(lines)
 
 
 def main(script_args, cot_args, training_args: LasarGRPOConfig, model_args: ModelConfig, job: PipelineArguments):
@@ -193,18 +201,18 @@ def main(script_args, cot_args, training_args: LasarGRPOConfig, model_args: Mode
     variants = {
         "LASAR (Stage 3, Policy Head depth)": (grpo_dir, None),
         f"LASAR forced to N={job.ablation_depth} (ablation)": (grpo_dir, job.ablation_depth),
-        "Stage 2 (before RL)": (stage2_dir, None),
     }
     if stage1_dir:
         variants["Stage 1 (N=0)"] = (stage1_dir, None)
-    results, table = evaluate_variants(variants, data, script_args, "smoke test" if job.smoke else job.scale)
+    scale = "smoke test" if job.smoke else job.scale
+    results, before_rl, table = evaluate_variants(variants, stage2_dir, data, script_args, scale)
     print(table, flush=True)
     summary = {
-        "scale": "smoke test" if job.smoke else job.scale,
+        "scale": scale,
         "command": " ".join(sys.argv), "dataset": data.name, "split": script_args.eval_split,
-        "checkpoints": {label: path for label, (path, _) in variants.items()},
+        "checkpoints": {**{label: path for label, (path, _) in variants.items()}, "Stage 2": stage2_dir},
         "train_minutes": minutes, "total_minutes": (time.perf_counter() - start) / 60,
-        "pipeline": asdict(job), "results": results,
+        "pipeline": asdict(job), "results": results, "stage2_before_rl": before_rl,
     }
     write_json_atomic(os.path.join(job.run_dir, "summary.json"), summary)
     print(f"\nSummary: {os.path.join(job.run_dir, 'summary.json')} ({summary['total_minutes']:.1f} min)", flush=True)

@@ -101,6 +101,16 @@ def test_grpo_run_with_reference_and_checkpointing_is_finite_valid_and_logs_its_
     assert all(1 <= depth <= N_MAX for depth in logged(trainer, "depth/mean"))
 
 
+def score(trainer, prompt_ids, completions) -> torch.Tensor:
+    """Per-token log-probs of rollouts as the GRPO loss takes them, at the last rollouts' depths."""
+    width = max(map(len, prompt_ids))
+    pad = trainer.processing_class.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p + c for p, c in zip(prompt_ids, completions)])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(c)) for p, c in zip(prompt_ids, completions)])
+    with torch.no_grad():
+        return trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, len(completions[0]))[0]
+
+
 def test_loss_log_probs_are_the_rollouts_own(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
     """Scoring a rollout through its own latent trajectory gives back the log-prob it was
     sampled with: the depths reach the loss row by row."""
@@ -111,17 +121,11 @@ def test_loss_log_probs_are_the_rollouts_own(smol_tokenizer, tiny_sid_map, stage
     completions, _ = trainer._generate_single_turn(prompt_ids, None, {}, GROUP)
     rollouts = trainer._rollouts
     assert len(set(rollouts.depths.tolist())) > 1  # rows at different depths in one batch
-    width = max(map(len, prompt_ids))
-    pad = smol_tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p + c for p, c in zip(prompt_ids, completions)])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(c)) for p, c in zip(prompt_ids, completions)])
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, len(completions[0]))
     sid_length = tiny_sid_map.sid_length
+    logps = score(trainer, prompt_ids, completions)
     assert logps[:, :sid_length].sum(-1) == pytest.approx(rollouts.sid_logprob, abs=1e-4)
     trainer._rollouts.depths = rollouts.depths.flip(0)  # other depths score other trajectories
-    with torch.no_grad():
-        other, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, len(completions[0]))
+    other = score(trainer, prompt_ids, completions)
     assert not torch.allclose(other[:, :sid_length].sum(-1), rollouts.sid_logprob, atol=1e-3)
 
 
@@ -257,3 +261,15 @@ def test_with_lora_the_reference_is_the_disabled_adapter(smol_tokenizer, tiny_si
 def test_invalid_configs_fail_with_the_field_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         grpo_args(tmp_path, **overrides)
+
+
+def test_greedy_rollouts_at_argmax_depth_repeat_within_a_group(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", temperature=0.0,
+                           rollout_depth="argmax")
+    prompts = [p for p in grpo_dataset(tiny_sid_map)["prompt"][:3] for _ in range(GROUP)]
+    completions, _ = trainer._generate_single_turn(smol_tokenizer(prompts)["input_ids"], None, {}, GROUP)
+    groups = [completions[i : i + GROUP] for i in range(0, len(completions), GROUP)]
+    assert all(group.count(group[0]) == GROUP for group in groups)
+    # greedy rollouts are scored at temperature 1, as their sid_logprob is
+    logps = score(trainer, smol_tokenizer(prompts)["input_ids"], completions)
+    assert logps[:, :tiny_sid_map.sid_length].sum(-1) == pytest.approx(trainer._rollouts.sid_logprob, abs=1e-4)

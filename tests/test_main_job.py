@@ -28,7 +28,8 @@ def test_main_job_runs_all_stages_then_reuses_them(smol_path, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     results = summary["results"]
     assert list(results) == ["LASAR (Stage 3, Policy Head depth)", "LASAR forced to N=4 (ablation)",
-                             "Stage 2 (before RL)", "Stage 1 (N=0)", "most-popular"]
+                             "Stage 1 (N=0)", "most-popular"]
+    assert sum(summary["stage2_before_rl"]["depth_histogram"].values()) == 16
     for label, result in results.items():
         assert result["num_samples"] == 16 and result["exclude_history"], label
         assert 0 <= result["hr@5"] <= result["hr@10"] <= result["hr@20"] <= 1, label

@@ -251,3 +251,16 @@ def test_prompts_must_end_in_bot_once_tokenized(tiny_recommender):
     )
     with pytest.raises(ValueError, match=f"prompt 1 does not end in {BOT_TOKEN}"):
         encode_prompts(tokenizer, [history_prompt(["1"], sid_map), history_prompt(["2"], sid_map) + "!"], "cpu")
+
+
+def test_policy_depths_are_the_depths_recommend_reasons_for(tiny_recommender):
+    from lasar_trl.evaluation.recommend import policy_depths
+    from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar
+
+    model, tokenizer, sid_map = tiny_recommender
+    attach_lasar(model, LasarConfig(hidden_size=model.config.hidden_size, n_max=6, min_depth=1))
+    torch.nn.init.normal_(get_lasar(model).policy_head.mlp[2].weight, std=3.0)  # spread the argmax over depths
+    histories = [sid_map.item_ids[i : i + 1 + i % 4] for i in range(12)]
+    depths = policy_depths(model, tokenizer, sid_map, histories, batch_size=5)
+    assert depths == recommend(model, tokenizer, sid_map, histories, num_beams=3, top_k=3, batch_size=4).depths
+    assert len(set(depths)) > 1

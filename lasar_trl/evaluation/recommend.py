@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.tasks import history_prompt
 from ..modeling.backbone import decoder_forward, next_token_logits
@@ -182,6 +182,29 @@ def sid_sample(
         nodes = trie.advance(nodes, depth, token)
         tokens.append(token.unsqueeze(-1))
     return SampleOutput(torch.cat(tokens, dim=1), total, nodes, trajectory.num_steps)
+
+
+@torch.inference_mode()
+def policy_depths(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SidMap,
+    histories: Sequence[Sequence[str]],
+    batch_size: int = 8,
+) -> list[int]:
+    """The depth a LASAR checkpoint would reason for on each history (its Policy Head's
+    argmax on h_0, or its fixed depth), from the prefill alone: no latent step, no search."""
+    lasar = get_lasar(model)
+    if lasar is None:
+        raise ValueError("policy_depths needs a LASAR checkpoint (a model with a Policy Head)")
+    choose, depths = lasar.depth_policy(), []
+    for start in range(0, len(histories), batch_size):
+        prompts = [history_prompt(h, sid_map) for h in histories[start : start + batch_size]]
+        batch = encode_prompts(tokenizer, prompts, model.device)
+        cache = DynamicCache(config=model.config)
+        first_state = decoder_forward(model, batch["attention_mask"], cache, input_ids=batch["input_ids"])[:, -1]
+        depths += choose(first_state).tolist()
+    return depths
 
 
 def recommend(
