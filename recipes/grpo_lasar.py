@@ -220,6 +220,6 @@ def main(script_args, cot_args, training_args: LasarGRPOConfig, model_args: Mode
 
 if __name__ == "__main__":
     if "--config" not in sys.argv:
-        sys.argv[1:1] = ["--config", DEFAULT_CONFIG]
+        sys.argv[1:1] = ["--config", os.path.relpath(DEFAULT_CONFIG)]
     parser = TrlParser((RecScriptArguments, CotArguments, LasarGRPOConfig, ModelConfig, PipelineArguments))
     main(*parser.parse_args_and_config())

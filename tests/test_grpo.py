@@ -273,3 +273,24 @@ def test_greedy_rollouts_at_argmax_depth_repeat_within_a_group(smol_tokenizer, t
     # greedy rollouts are scored at temperature 1, as their sid_logprob is
     logps = score(trainer, smol_tokenizer(prompts)["input_ids"], completions)
     assert logps[:, :tiny_sid_map.sid_length].sum(-1) == pytest.approx(trainer._rollouts.sid_logprob, abs=1e-4)
+
+
+def test_gradient_accumulation_carries_each_rows_depth_into_its_micro_batch(
+    smol_tokenizer, tiny_sid_map, stage2, tmp_path
+):
+    """One generation batch of 8 rollouts is shuffled and split into 2 micro-batches: the
+    depths travel with their rows (TRL shuffles and splits per-row tensors together)."""
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", per_device_train_batch_size=4,
+                           gradient_accumulation_steps=2, max_steps=1)
+    micro_batches = []
+    compute_loss = trainer._compute_loss
+
+    def recording(model, inputs):
+        micro_batches.append(inputs["latent_depth"].clone())
+        return compute_loss(model, inputs)
+
+    trainer._compute_loss = recording
+    trainer.train()
+    assert [len(depths) for depths in micro_batches] == [4, 4]
+    assert sorted(torch.cat(micro_batches).tolist()) == sorted(trainer._rollouts.depths.tolist())
+    assert all(math.isfinite(v) for v in logged(trainer, "loss"))
