@@ -170,7 +170,8 @@ def evaluate_variants(variants: dict, stage2_dir: str, data, script_args: RecScr
     )
     lines = [format_table(results, title)]
     lines += [f"  depths of {label}: {r['depth_histogram']}" for label, r in results.items()]
-    lines.append(f"  depths Stage 2 chose before RL: {before_rl['depth_histogram']} (mean {before_rl['mean_depth']:.2f})")
+    lines.append(f"  depths Stage 2 chose before RL: {before_rl['depth_histogram']} "
+                 f"(mean {before_rl['mean_depth']:.2f})")
     return results, before_rl, "\n".join(lines)
 
 

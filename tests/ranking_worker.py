@@ -45,7 +45,8 @@ if __name__ == "__main__":
     tokenizer = TokenIds(sid_map)
     columns = batch(sid_map, tokenizer)
     local = ROWS // state.num_processes
-    mine = {key: values[state.process_index * local : (state.process_index + 1) * local] for key, values in columns.items()}
+    rows = slice(state.process_index * local, (state.process_index + 1) * local)
+    mine = {key: values[rows] for key, values in columns.items()}
     rewards = RankingReward(sid_map, tokenizer, GROUP)(prompts=[""] * local, completions=[""] * local, **mine)
     with open(f"{sys.argv[1]}/rank{state.process_index}.json", "w") as f:
         json.dump(rewards, f)

@@ -88,8 +88,8 @@ def test_ranking_sees_whole_groups_when_two_processes_share_a_batch(tmp_path):
     single.mkdir(), double.mkdir()
     subprocess.run([sys.executable, worker, str(single)], check=True, env=env, timeout=300)
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), worker,
-         str(double)], check=True, env=env, timeout=300,
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+         worker, str(double)], check=True, env=env, timeout=300,
     )
     whole = json.loads((single / "rank0.json").read_text())
     split = json.loads((double / "rank0.json").read_text()) + json.loads((double / "rank1.json").read_text())

@@ -34,7 +34,7 @@ class LatentTrainingArguments:
     )
     depth_loss_to_backbone: bool = field(
         default=False,
-        metadata={"help": "Let the Policy Head's loss reach the backbone through h_0 (by default only the head learns)."},
+        metadata={"help": "Let the Policy Head's loss reach the backbone through h_0 (default: only the head learns)."},
     )
 
     def check_latent_fields(self) -> None:

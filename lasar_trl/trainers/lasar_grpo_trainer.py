@@ -167,13 +167,13 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
                 latent_projection=self.lasar.latent_projection if self.lasar else None,
             )
             if self.args.rollout_decoding == "beam":
-                beams = sid_beam_search(model, input_ids, attention_mask, num_beams=self.args.rollout_num_beams, **decode)
-                sequences, sid_logprob, leaves = beams.sequences[:, 0], beams.scores[:, 0], beams.leaf_nodes[:, 0]
-                depths = beams.depths
+                beams = self.args.rollout_num_beams
+                output = sid_beam_search(model, input_ids, attention_mask, num_beams=beams, **decode)
+                sequences, sid_logprob, leaves = output.sequences[:, 0], output.scores[:, 0], output.leaf_nodes[:, 0]
             else:
-                sample = sid_sample(model, input_ids, attention_mask, temperature=self.args.temperature, **decode)
-                sequences, sid_logprob, leaves, depths = sample.sequences, sample.log_probs, sample.leaf_nodes, sample.depths
-        self._rollouts = Rollouts(depths=depths, sid_logprob=sid_logprob, valid=self.trie.items_of(leaves) >= 0)
+                output = sid_sample(model, input_ids, attention_mask, temperature=self.args.temperature, **decode)
+                sequences, sid_logprob, leaves = output.sequences, output.log_probs, output.leaf_nodes
+        self._rollouts = Rollouts(output.depths, sid_logprob, valid=self.trie.items_of(leaves) >= 0)
         eos = self.processing_class.eos_token_id
         return [row + [eos] for row in sequences.tolist()], None
 
@@ -249,21 +249,21 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         temperature = self.args.temperature or 1.0  # greedy rollouts: score at temperature 1
         needs_head = self.head_learns and torch.is_grad_enabled()
         batch_size = batch_size or len(input_ids)
-        logps, entropies, outputs = [], [], []
+        max_steps = self._max_steps(depths)
+        logps, entropies = [], []
         for start in range(0, len(input_ids), batch_size):
             rows = slice(start, start + batch_size)
             with self.accelerator.autocast():
                 output = model(latent=dict(
                     prompt_ids=prompt_ids[rows], prompt_mask=prompt_mask[rows], num_steps=depths[rows],
-                    sid_input_ids=completion_ids[rows, :-1], max_steps=self._max_steps(depths),
+                    sid_input_ids=completion_ids[rows, :-1], max_steps=max_steps,
                     depth_logits=needs_head, detach_head_input=not self.args.depth_loss_to_backbone,
                 ))
             log_probs = F.log_softmax(output.logits.float() / temperature, dim=-1)  # (b, C, V)
             logps.append(log_probs.gather(-1, completion_ids[rows].unsqueeze(-1)).squeeze(-1))
             if compute_entropy:
                 entropies.append(-(log_probs.exp() * log_probs).sum(-1))
-            outputs.append(output)
-        self._latent_output = outputs[0] if len(outputs) == 1 else None
+        self._latent_output = output if len(input_ids) <= batch_size else None  # the loss's call is one chunk
         return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
 
     # -- loss ------------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
                 latent, anchor = self._in_align_space(output.answer_state[rows], inputs["terminal_anchor"][rows])
                 terminal_kl = symmetric_kl(latent, anchor, self.args.align_temperature).mean()
                 extra = extra + self.args.terminal_align_weight * terminal_kl
-                self._metrics[mode]["terminal_kl"].append(self.accelerator.gather(terminal_kl.detach()).mean().item())
+                self._log_mean(mode, "terminal_kl", terminal_kl)
         if self.head_learns:
             log_pi = torch.log_softmax(output.depth_logits, dim=-1)
             classes = (inputs["latent_depth"] - self.lasar.config.min_depth).unsqueeze(-1)
@@ -290,13 +290,18 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
                 inputs["latent_depth"], self.args.depth_cost, entropy, self.args.depth_entropy_coef,
             )
             extra = extra + depth_loss
-            self._metrics[mode]["depth/policy_entropy"].append(self.accelerator.gather(entropy.detach()).mean().item())
-            self._metrics[mode]["depth/reinforce_loss"].append(self.accelerator.gather(depth_loss.detach()).mean().item())
+            self._log_mean(mode, "depth/policy_entropy", entropy)
+            self._log_mean(mode, "depth/reinforce_loss", depth_loss)
         if output.step_mask.any():
             ratio = self._latent_norm_ratio(output, inputs["prompt_ids"], inputs["prompt_mask"])
             self._metrics[mode]["latent_norm_ratio"].append(ratio)
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1
         return loss + extra / normalizer
+
+    def _log_mean(self, mode: str, name: str, value: torch.Tensor) -> None:
+        """The mean of `value` over every process's rows, into TRL's metrics."""
+        mean = value.detach().float().mean().reshape(1)
+        self._metrics[mode][name].append(self.accelerator.gather(mean).mean().item())
 
     # -- checkpoints: the EMA baseline is optimizer state --------------------------------------
 
