@@ -1,4 +1,5 @@
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,10 @@ def tiny_recbole_dir(tmp_path):
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "\n".join(rows) + "\n"
     )
     return folder
+
+
+def free_port() -> int:
+    """A free local TCP port, for a torchrun rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -3,13 +3,12 @@
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import make_tiny_model
+from conftest import free_port, make_tiny_model
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward, exact_match, prefix_match, ranking
 from lasar_trl.sid.tokenizer import add_sid_tokens
 
@@ -71,12 +70,6 @@ def test_reward_callables_score_token_ids_against_the_target_column(smol_tokeniz
     assert rewards[1] < 0 and rewards[3] < 0 and rewards[1] < rewards[3]  # confidently wrong costs more
     with pytest.raises(ValueError, match="whole groups"):
         rank(**{**columns, "completion_ids": completion_ids[:3], "target": [first] * 3}, sid_logprob=[-1.0] * 3)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_ranking_sees_whole_groups_when_two_processes_share_a_batch(tmp_path):
