@@ -13,6 +13,7 @@ import sys
 import torch
 from transformers import AutoTokenizer
 
+from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.sid import SidMap
 from test_grpo import grpo_args, grpo_dataset, save_stage2_checkpoint, sid_rewards
@@ -31,7 +32,17 @@ SCENARIOS = {
 }
 
 
-def main(scenario: str, out_dir: str) -> None:
+def deepspeed_config(stage: int) -> dict:
+    """ZeRO on CPU (DS_ACCELERATOR=cpu): the Trainer fills the "auto" fields from its arguments."""
+    return {
+        "zero_optimization": {"stage": stage},
+        "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto", "gradient_clipping": "auto", "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": False}, "fp16": {"enabled": False},
+    }
+
+
+def main(scenario: str, out_dir: str, zero_stage: int = 0) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     settings = dict(SCENARIOS[scenario])
@@ -42,17 +53,17 @@ def main(scenario: str, out_dir: str) -> None:
     common = dict(per_device_train_batch_size=GLOBAL_BATCH // world, **settings)
     if world > 1:
         common["ddp_backend"] = "gloo"
-    folder = os.path.join(out_dir, "stage2")
+    if zero_stage:
+        common["deepspeed"] = deepspeed_config(zero_stage)
+    folder = os.path.join(out_dir, f"stage2-rank{rank}")  # the same weights on every rank (seeded)
     if stage == 2:
         trainer = make_sft_trainer(tokenizer, sid_map, os.path.join(out_dir, "run"), **common)
     else:
+        # model and tokenizer before the config: once it exists, ZeRO-3 shards every model built
+        model, tokenizer, _ = load_recommender(save_stage2_checkpoint(tokenizer, sid_map, folder))
         args = grpo_args(os.path.join(out_dir, "run"), num_generations=4, **common)
-        with args.main_process_first(desc="the Stage-2 checkpoint"):
-            if not os.path.isdir(folder):
-                save_stage2_checkpoint(tokenizer, sid_map, folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)  # with the SID tokens, on every rank
         trainer = LasarGRPOTrainer(
-            model=folder, reward_funcs=sid_rewards(sid_map, tokenizer), args=args,
+            model=model, reward_funcs=sid_rewards(sid_map, tokenizer), args=args,
             train_dataset=grpo_dataset(sid_map), processing_class=tokenizer,
         )
     depth_maxima = []
@@ -70,4 +81,4 @@ def main(scenario: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
