@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import datasets
 import pytest
@@ -425,3 +427,47 @@ def test_gradient_accumulation_matches_one_large_batch(smol_tokenizer, tiny_sid_
         assert not torch.equal(initial[key], weights[0][key])  # the step moved the head and the backbone
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-6)
+
+
+def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, tiny_sid_map, tmp_path):
+    """Without trainable SID rows a LoRA run generates stale items (DESIGN.md sec. 10): the
+    trainer adds them as PEFT trainable tokens; the tied LM head follows; the base stays frozen."""
+    from peft import LoraConfig
+
+    folder = save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1")
+    model, tokenizer, _ = load_recommender(str(folder))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = LasarSFTTrainer(
+        model=model, args=lasar_args(tmp_path / "run", max_steps=3), train_dataset=latent_dataset(tiny_sid_map),
+        processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    trainer.train()
+    sid_ids = torch.tensor(tokenizer.convert_tokens_to_ids([*tiny_sid_map.all_tokens(), BOT_TOKEN]))
+    other_ids = torch.tensor([0, 1, 100, 1000])
+    embed = trainer.model.get_input_embeddings()
+    with torch.no_grad():
+        moved = (embed(sid_ids) - before["model.embed_tokens.weight"][sid_ids]).norm(dim=-1)
+        assert (moved > 0).all()  # every SID row (and <bot>) trained
+        assert torch.equal(embed(other_ids), before["model.embed_tokens.weight"][other_ids])
+        hidden = torch.randn(1, 1, HIDDEN)
+        logits = trainer.model.get_output_embeddings()(hidden)[0, 0]
+        assert torch.allclose(logits[sid_ids], embed(sid_ids) @ hidden[0, 0], atol=1e-5)  # the tied head follows
+    base = trainer.model.get_base_model()
+    for name, param in base.named_parameters():
+        if "lora_" not in name and "lasar" not in name and "trainable_tokens" not in name:
+            key = name.replace(".base_layer", "").replace(".token_adapter", "")
+            assert torch.equal(param, before[key]), name  # the frozen base did not move
+
+    trainer.save_model(str(tmp_path / "adapter"))
+    merge = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "merge_lora.py")
+    subprocess.run([sys.executable, merge, "--adapter", str(tmp_path / "adapter"), "--output_dir",
+                    str(tmp_path / "merged")], check=True, timeout=300)
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    merged, merged_tokenizer, sid_map = load_recommender(str(tmp_path / "merged"))  # a plain HF folder
+    assert not hasattr(merged, "peft_config") and get_lasar(merged) is not None
+    histories = [list(w.history) for w in latent_windows(tiny_sid_map, rows=6)]
+    ours = recommend(trainer.model, tokenizer, sid_map, histories, num_beams=5, top_k=5)
+    again = recommend(merged, merged_tokenizer, sid_map, histories, num_beams=5, top_k=5)
+    assert ours.items == again.items and ours.depths == again.depths
+    assert torch.allclose(torch.tensor(ours.scores), torch.tensor(again.scores), atol=1e-4)
+    assert all(set(items) <= set(sid_map.item_ids) for items in again.items)

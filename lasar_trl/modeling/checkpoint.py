@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..sid.sid_map import SidMap
-from .lasar import has_lasar, load_lasar
+from .lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
 from .loading import resolve_model_path
 
 SID_MAP_FILE = "sid_map.json"
@@ -41,6 +41,22 @@ def load_checkpoint_sid_map(path: str) -> SidMap:
     return SidMap.load(file)
 
 
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+
+def _load_merged(path: str, dtype) -> PreTrainedModel:
+    """A plain causal LM from a full checkpoint, or from a LoRA adapter folder: its base
+    (`base_model_name_or_path` of adapter_config.json) with the adapter and trained SID rows
+    merged in, so serving code never sees PEFT."""
+    if not os.path.isfile(os.path.join(path, ADAPTER_CONFIG_FILE)):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    from peft import PeftConfig, PeftModel
+
+    base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
+
+
 def load_recommender(
     path: str,
     sid_map: SidMap | None = None,
@@ -60,8 +76,21 @@ def load_recommender(
     unknown = [t for t in checkpoint_map.all_tokens() if t not in vocabulary]
     if unknown:
         raise SidMapMismatchError(f"{path}: the tokenizer lacks SID tokens of its sid_map.json, e.g. {unknown[:3]}")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model = _load_merged(path, dtype).to(device)
     if has_lasar(path):
         load_lasar(model, path)
     model.eval()
     return model, tokenizer, checkpoint_map
+
+
+def save_recommender(model: PreTrainedModel, tokenizer, sid_map: SidMap, directory: str) -> None:
+    """Write a recommender checkpoint outside a Trainer (e.g. a merged LoRA run): the HF
+    model without its LASAR parts, those beside it, the tokenizer, and the SID map last."""
+    os.makedirs(directory, exist_ok=True)
+    model_state, lasar_state = split_lasar_state(model.state_dict())
+    model.save_pretrained(directory, state_dict=model_state)
+    lasar = get_lasar(model)
+    if lasar is not None:
+        save_lasar(lasar_state, lasar.config, directory)
+    tokenizer.save_pretrained(directory)
+    sid_map.save(directory)

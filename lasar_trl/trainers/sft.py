@@ -6,17 +6,19 @@ for LASAR models, the Policy Head and latent projection beside the HF weights.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 
-from transformers import PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
 from ..modeling.checkpoint import SID_MAP_FILE
 from ..modeling.lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
 from ..sid.sid_map import SidMap
+from ..sid.tokenizer import BOT_TOKEN
 
 STAGING_DIR = ".staging"
 
@@ -32,8 +34,29 @@ class RecommenderCheckpointMixin:
     """
 
     def __init__(self, *args, sid_map: SidMap | None = None, **kwargs):
+        if kwargs.get("peft_config") is not None:
+            model = args[0] if args else kwargs["model"]
+            kwargs["peft_config"] = self._with_trainable_sid_rows(
+                kwargs["peft_config"], model, sid_map, kwargs.get("processing_class")
+            )
         super().__init__(*args, **kwargs)
         self.sid_map = sid_map or self._starting_checkpoint_sid_map()
+
+    @staticmethod
+    def _with_trainable_sid_rows(peft_config, model, sid_map: SidMap | None, tokenizer):
+        """LoRA trains no embedding row: the SID tokens (and `<bot>`), new or barely trained,
+        would keep their rows and the model would generate stale or invalid items. Their rows
+        train as PEFT trainable tokens (the tied LM head follows), unless the config already
+        trains the embeddings itself."""
+        wants_rows = getattr(peft_config, "trainable_token_indices", None)
+        saves_embeddings = any("embed" in name for name in getattr(peft_config, "modules_to_save", None) or [])
+        if not hasattr(peft_config, "trainable_token_indices") or wants_rows or saves_embeddings:
+            return peft_config
+        path = model if isinstance(model, str) else model.config._name_or_path
+        sid_map = sid_map or SidMap.load(os.path.join(path, SID_MAP_FILE))
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        token_ids = tokenizer.convert_tokens_to_ids([*sid_map.all_tokens(), BOT_TOKEN])
+        return dataclasses.replace(peft_config, trainable_token_indices=token_ids)
 
     def _starting_checkpoint_sid_map(self) -> SidMap:
         """Without `sid_map=`, the map of the checkpoint folder training starts from, so that
