@@ -25,6 +25,7 @@ SCENARIOS = {
     # Stage 2 at one fixed depth, and GRPO with argmax depth and greedy decoding: deterministic,
     # so one and two processes must take the same first step
     "stage2_fixed": dict(stage=2, depth_mode="fixed", fixed_depth=2, max_steps=1),
+    "stage2_vocab": dict(stage=2, depth_mode="fixed", fixed_depth=2, align_space="vocab", max_steps=1),
     "grpo_greedy": dict(stage=3, rollout_depth="argmax", temperature=0.0, max_steps=1),
     # depths differ between the ranks within a step: nothing may hang
     "stage2_cot": dict(stage=2, max_steps=3),
@@ -35,7 +36,7 @@ SCENARIOS = {
 def deepspeed_config(stage: int) -> dict:
     """ZeRO on CPU (DS_ACCELERATOR=cpu): the Trainer fills the "auto" fields from its arguments."""
     return {
-        "zero_optimization": {"stage": stage},
+        "zero_optimization": {"stage": stage, "stage3_gather_16bit_weights_on_model_save": True},
         "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
         "train_batch_size": "auto", "gradient_clipping": "auto", "zero_allow_untested_optimizer": True,
         "bf16": {"enabled": False}, "fp16": {"enabled": False},
@@ -75,6 +76,7 @@ def main(scenario: str, out_dir: str, zero_stage: int = 0) -> None:
 
     trainer._max_steps = recording
     trainer.train()
+    trainer.save_model(os.path.join(out_dir, "final"))  # under ZeRO-3: consolidated from the shards
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world": world, "logs": logs, "local_depth_maxima": depth_maxima}, f)
