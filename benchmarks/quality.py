@@ -34,7 +34,7 @@ from lasar_trl.data import load_dataset_spec
 from lasar_trl.evaluation.evaluate import evaluate_recommender
 from lasar_trl.modeling.checkpoint import load_recommender
 
-RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes")
+RECIPES = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes"))
 TRAINED = {  # variant -> the Stage-2 recipe flags that make it
     "stage1 + N=0 SFT": ["--depth_mode", "fixed", "--fixed_depth", "0", "--align_weight", "0"],
     "fixed depth N=4": ["--depth_mode", "fixed", "--fixed_depth", "4"],
@@ -44,15 +44,15 @@ TRAINED = {  # variant -> the Stage-2 recipe flags that make it
 def train_variant(flags: list[str], stage1: str, output_dir: str, args) -> list[str]:
     """Run recipes/sft_latent.py for one variant unless its folder holds a finished model."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
-        os.path.join(RECIPES, "sft_latent.py"), "--config", os.path.join(RECIPES, "sft_latent.yaml"),
+        "accelerate", "launch", "--num_processes", "1", os.path.join(RECIPES, "sft_latent.py"),
+        "--config", os.path.join(RECIPES, "sft_latent.yaml"),
         "--model_name_or_path", stage1, "--output_dir", output_dir, "--dataset", args.dataset,
         "--max_train_samples", str(args.train_samples), "--evaluate_after_training", "false",
         "--cot_cache_dir", os.path.join(args.run_dir, "stage2", "cot"), *flags,  # the same rows' CoTs and anchors
     ]
     if not os.path.isfile(os.path.join(output_dir, "lasar_config.json")):
-        subprocess.run(command, check=True)
-    return command
+        subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *command[2:]], check=True)
+    return command  # as a user would type it
 
 
 def main() -> None:

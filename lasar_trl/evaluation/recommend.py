@@ -184,6 +184,17 @@ def sid_sample(
     return SampleOutput(torch.cat(tokens, dim=1), total, nodes, trajectory.num_steps)
 
 
+def prompt_batches(
+    tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, histories: Sequence[Sequence[str]], batch_size: int, device,
+    show_progress: bool = False,
+):
+    """(start index, encoded prompt batch) over `histories`, `batch_size` at a time."""
+    starts = range(0, len(histories), batch_size)
+    for start in tqdm(starts, desc="recommend", unit="batch", disable=not show_progress):
+        prompts = [history_prompt(h, sid_map) for h in histories[start : start + batch_size]]
+        yield start, encode_prompts(tokenizer, prompts, device)
+
+
 @torch.inference_mode()
 def policy_depths(
     model: PreTrainedModel,
@@ -198,9 +209,7 @@ def policy_depths(
     if lasar is None:
         raise ValueError("policy_depths needs a LASAR checkpoint (a model with a Policy Head)")
     choose, depths = lasar.depth_policy(), []
-    for start in range(0, len(histories), batch_size):
-        prompts = [history_prompt(h, sid_map) for h in histories[start : start + batch_size]]
-        batch = encode_prompts(tokenizer, prompts, model.device)
+    for _, batch in prompt_batches(tokenizer, sid_map, histories, batch_size, model.device):
         cache = DynamicCache(config=model.config)
         first_state = decoder_forward(model, batch["attention_mask"], cache, input_ids=batch["input_ids"])[:, -1]
         depths += choose(first_state).tolist()
@@ -243,10 +252,7 @@ def recommend(
     model.eval()
     items, scores, generated_sids, depths = [], [], [], []
     try:
-        starts = range(0, len(histories), batch_size)
-        for start in tqdm(starts, desc="recommend", unit="batch", disable=not show_progress):
-            chunk = histories[start : start + batch_size]
-            batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in chunk], model.device)
+        for start, batch in prompt_batches(tokenizer, sid_map, histories, batch_size, model.device, show_progress):
             banned = None
             if exclude_items is not None:
                 banned = [[item_index[i] for i in items] for items in exclude_items[start : start + batch_size]]
