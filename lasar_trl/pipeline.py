@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 import transformers
+from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -157,10 +158,17 @@ def read_cot_file(path: str, prompts: Sequence[str]) -> list[str]:
 
 
 def rationales(
-    cot_args: CotArguments, data: RecData, sid_map: SidMap, windows: Sequence[Window], cache_dir: str
+    cot_args: CotArguments,
+    data: RecData,
+    sid_map: SidMap,
+    windows: Sequence[Window],
+    cache_dir: str,
+    state: PartialState | None = None,
 ) -> list[str]:
     """One CoT per window from the configured source; teacher answers are cached in
-    `cache_dir/teacher.jsonl`, so an interrupted run resumes where it stopped."""
+    `cache_dir/teacher.jsonl`, so an interrupted run resumes where it stopped. With `state`
+    (every process calling), each process asks the teacher its share of the windows, an HF
+    teacher on that process's device."""
     if cot_args.cot_source == "metadata":
         return metadata_rationales(data, sid_map, windows)
     if cot_args.cot_source == "file":
@@ -169,7 +177,9 @@ def rationales(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         teacher = HFTeacher(
-            AutoModelForCausalLM.from_pretrained(cot_args.teacher_model, dtype="auto"),
+            AutoModelForCausalLM.from_pretrained(cot_args.teacher_model, dtype="auto").to(
+                (state or PartialState()).device
+            ),
             AutoTokenizer.from_pretrained(cot_args.teacher_model),
             max_new_tokens=cot_args.teacher_max_new_tokens,
         )
@@ -180,4 +190,6 @@ def rationales(
         )
     requests = [rationale_request(history_text(w.history, data, sid_map)) for w in windows]
     os.makedirs(cache_dir, exist_ok=True)
-    return generate_cached(teacher, requests, os.path.join(cache_dir, "teacher.jsonl"), show_progress=True)
+    return generate_cached(
+        teacher, requests, os.path.join(cache_dir, "teacher.jsonl"), show_progress=True, state=state
+    )

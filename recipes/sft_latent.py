@@ -13,6 +13,7 @@ Head's depths.
 
 import os
 
+from accelerate import PartialState
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from lasar_trl.configs import CotArguments, RecScriptArguments
@@ -47,14 +48,15 @@ def main(
     check_items_known(data, sid_map)
 
     # CoT -> segments -> anchors, for exactly the samples trained on; cached for reruns.
+    # Every process teaches and extracts its share of the samples, then reads them all.
     windows = training_windows(data, script_args.max_train_samples, training_args.seed)
     cache_dir = cot_args.cot_cache_dir or os.path.join(training_args.output_dir, "cot")
-    with training_args.main_process_first(desc="CoT and anchors"):
-        cots = rationales(cot_args, data, sid_map, windows, cache_dir)
-        train_dataset = latent_sft_dataset(
-            model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
-            merge_threshold=cot_args.segment_merge_threshold, show_progress=True,
-        )
+    state = PartialState()
+    cots = rationales(cot_args, data, sid_map, windows, cache_dir, state)
+    train_dataset = latent_sft_dataset(
+        model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
+        merge_threshold=cot_args.segment_merge_threshold, show_progress=state.is_local_main_process, state=state,
+    )
     if training_args.process_index == 0:
         os.makedirs(training_args.output_dir, exist_ok=True)
         save_dataset_atomic(

@@ -1,11 +1,16 @@
 """Anchors: token positions, extraction against a plain decoder pass, and the resumable store."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from conftest import free_port
 from lasar_trl.cot import (
     AnchorMismatchError,
     AnchorStore,
@@ -118,7 +123,7 @@ def test_store_round_trip_and_a_rerun_extracts_nothing(tiny_recommender, tmp_pat
     calls = count_extractions(monkeypatch)
     first = anchors_for_samples(model, tokenizer, sid_map, prompts, cots, segments, store_dir, shard_size=3)
     assert calls == [3, 1]
-    assert sorted(shard_files(store_dir)) == ["anchors-00000.safetensors", "anchors-00001.safetensors"]
+    assert sorted(shard_files(store_dir)) == ["anchors-p0-00000.safetensors", "anchors-p0-00001.safetensors"]
     for got, want in zip(first, expected):
         torch.testing.assert_close(got, want)
 
@@ -141,7 +146,7 @@ def test_an_interrupted_run_resumes_with_only_the_missing_samples(tiny_recommend
     count_extractions(monkeypatch, fail_on_call=2)
     with pytest.raises(RuntimeError, match="crash"):
         anchors_for_samples(model, tokenizer, sid_map, prompts, cots, segments, store_dir, shard_size=2)
-    assert list(shard_files(store_dir)) == ["anchors-00000.safetensors"]
+    assert list(shard_files(store_dir)) == ["anchors-p0-00000.safetensors"]
 
     calls = count_extractions(monkeypatch)
     resumed = anchors_for_samples(model, tokenizer, sid_map, prompts, cots, segments, store_dir, shard_size=2)
@@ -155,7 +160,7 @@ def test_a_leftover_temp_file_is_ignored(tiny_recommender, tmp_path):
     fingerprint = model_fingerprint(model, tokenizer, sid_map)
     store = AnchorStore(tmp_path, fingerprint)
     store.add({"a": torch.ones(2, 32)})
-    (tmp_path / ".anchors-00001.safetensors.123.tmp").write_bytes(b"half a shard")
+    (tmp_path / ".anchors-p0-00001.safetensors.123.tmp").write_bytes(b"half a shard")
     reopened = AnchorStore(tmp_path, fingerprint)
     assert len(reopened) == 1
     reopened.add({"b": torch.zeros(1, 32)})
@@ -194,3 +199,38 @@ def test_a_store_of_another_model_or_sid_map_is_refused(tiny_recommender, tmp_pa
     field = "model weights" if change in ("bot row", "final norm") else change
     with pytest.raises(AnchorMismatchError, match=f"{re.escape(str(tmp_path))}.*different {field}"):
         AnchorStore(tmp_path, model_fingerprint(model, tokenizer, sid_map))
+
+
+def run_preprocess(processes: int, out_dir, cache_dir) -> list[dict]:
+    worker = os.path.join(os.path.dirname(__file__), "preprocess_worker.py")
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+        "--master_port", str(free_port()),
+    ]
+    out_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launcher, worker, str(out_dir), str(cache_dir)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(processes)]
+
+
+def test_two_processes_share_teaching_and_extraction_and_both_get_everything(smol_path, tmp_path):
+    """Each process asks the teacher and extracts anchors for a disjoint share of the distinct
+    samples, into its own cache files; both end with every sample, as one process computes them."""
+    [single] = run_preprocess(1, tmp_path / "one", tmp_path / "cache-one")
+    ranks = run_preprocess(2, tmp_path / "two", tmp_path / "cache-two")
+    distinct = list(dict.fromkeys(single["asked"]))
+    assert len(distinct) == 6 and sorted(ranks[0]["asked"] + ranks[1]["asked"]) == sorted(distinct)
+    assert all(rank["asked"] for rank in ranks)  # each asked a share...
+    assert sorted(ranks[0]["extracted"] + ranks[1]["extracted"]) == sorted(single["extracted"])
+    assert all(rank["extracted"] for rank in ranks)  # ...and extracted a share
+    cache = tmp_path / "cache-two"
+    assert (cache / "teacher.jsonl").exists() and (cache / "teacher.1.jsonl").exists()
+    assert {path.name.split("-")[1] for path in (cache / "anchors").glob("anchors-*.safetensors")} == {"p0", "p1"}
+    for rank in ranks:
+        assert rank["cots"] == single["cots"]
+        for got, want in zip(rank["anchors"], single["anchors"]):
+            torch.testing.assert_close(torch.tensor(got), torch.tensor(want))
+    again = run_preprocess(2, tmp_path / "again", cache)
+    assert all(not rank["asked"] and not rank["extracted"] for rank in again)

@@ -9,7 +9,8 @@ into the text after `len(prompt)`.
 
 Anchors are extracted once per (model, SID map) and kept in an `AnchorStore`: a folder
 of safetensors shards keyed by sample, so an interrupted or repeated run only computes
-what is missing.
+what is missing. Under several processes each extracts its own share of the samples into
+its own shards (`anchors_for_samples(..., state=PartialState())`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -38,7 +40,7 @@ from .segment import segment_end_offsets
 logger = logging.getLogger(__name__)
 
 META_FILE = "anchor_meta.json"
-SHARD_RE = re.compile(r"anchors-(\d{5,})\.safetensors")
+SHARD_RE = re.compile(r"anchors-p(\d+)-(\d{5,})\.safetensors")  # writer (process index), shard number
 # Fingerprint field -> the words an AnchorMismatchError uses for it.
 FINGERPRINT_FIELDS = {
     "hidden_size": "hidden size",
@@ -204,20 +206,22 @@ def model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 
 class AnchorStore:
-    """A folder of anchors: `anchor_meta.json` (the fingerprint) and `anchors-NNNNN.safetensors`
-    shards, one (S, H) float32 tensor per sample key.
+    """A folder of anchors: `anchor_meta.json` (the fingerprint) and `anchors-pW-NNNNN.safetensors`
+    shards (W: the writer), one (S, H) float32 tensor per sample key.
 
     Shards are written whole to a temp file and renamed into place, so a crash leaves
-    only complete shards (stray temp files are ignored). One writer at a time: run
-    extraction on one process. Only safetensors is read, never pickle.
+    only complete shards (stray temp files are ignored). Several processes may write at
+    once, each under its own `writer` number; a store sees the shards that existed when
+    it was opened plus its own. Only safetensors is read, never pickle.
     """
 
-    def __init__(self, directory: str | os.PathLike, fingerprint: dict):
+    def __init__(self, directory: str | os.PathLike, fingerprint: dict, writer: int = 0):
         self.directory = Path(directory)
         self.fingerprint = dict(fingerprint)
+        self.writer = writer
         meta = self.directory / META_FILE
         shards = sorted(
-            (int(match.group(1)), path)
+            (int(match.group(1)), int(match.group(2)), path)
             for path in (self.directory.glob("anchors-*.safetensors") if self.directory.is_dir() else ())
             if (match := SHARD_RE.fullmatch(path.name))
         )
@@ -230,10 +234,10 @@ class AnchorStore:
         else:
             write_json_atomic(meta, self.fingerprint)
         self._shard_of: dict[str, Path] = {}
-        for _, path in shards:
+        for _, _, path in shards:
             with safe_open(path, framework="pt") as shard:
                 self._shard_of.update(dict.fromkeys(shard.keys(), path))
-        self._next_shard = shards[-1][0] + 1 if shards else 0
+        self._next_shard = 1 + max((number for owner, number, _ in shards if owner == writer), default=-1)
 
     def _check_fingerprint(self, stored: dict) -> None:
         for field, words in FINGERPRINT_FIELDS.items():
@@ -271,7 +275,7 @@ class AnchorStore:
                 raise ValueError(f"{key} is already in {self.directory}")
             if anchor.ndim != 2 or anchor.shape[1] != width:
                 raise ValueError(f"anchor {key} has shape {tuple(anchor.shape)}, expected (S, {width})")
-        path = self.directory / f"anchors-{self._next_shard:05d}.safetensors"
+        path = self.directory / f"anchors-p{self.writer}-{self._next_shard:05d}.safetensors"
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             save_file({key: anchor.float().cpu().contiguous() for key, anchor in anchors.items()}, temp)
@@ -294,20 +298,26 @@ def anchors_for_samples(
     batch_size: int = 8,
     shard_size: int = 512,
     show_progress: bool = False,
+    state: PartialState | None = None,
 ) -> list[Tensor]:
     """Anchors of every sample, in order, extracting only those not yet in the store at `store_dir`.
 
     Missing samples are extracted `shard_size` at a time and each chunk is saved as a
-    shard at once, so a crash loses at most one chunk and a rerun resumes.
+    shard at once, so a crash loses at most one chunk and a rerun resumes. With `state`
+    (accelerate's `PartialState`, every process calling), process k extracts the k-th of
+    every `num_processes` distinct samples, then all wait and read every sample's anchors.
     """
     _check_one_per_sample(prompts, cots, segments)
     fingerprint = model_fingerprint(model, tokenizer, sid_map)
-    store = AnchorStore(store_dir, fingerprint)
+    writer, writers = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    store = AnchorStore(store_dir, fingerprint, writer)
     keys = [sample_key(*sample) for sample in zip(prompts, cots, segments)]
-    missing = list({key: index for index, key in enumerate(keys) if key not in store}.values())  # one per key
+    first_of_key = list({key: index for index, key in enumerate(keys)}.values())
+    # A share fixed by position, not by what is missing: it cannot depend on when each process looked.
+    missing = [index for index in first_of_key[writer::writers] if keys[index] not in store]
     logger.info(
-        "anchors: %d distinct samples of %d, %d already in %s, extracting %d",
-        len(set(keys)), len(keys), len(set(keys)) - len(missing), store_dir, len(missing),
+        "anchors: %d distinct samples of %d, this process extracts %d of its %d into %s",
+        len(first_of_key), len(keys), len(missing), len(first_of_key[writer::writers]), store_dir,
     )
     for start in range(0, len(missing), shard_size):
         chunk = missing[start : start + shard_size]
@@ -321,6 +331,9 @@ def anchors_for_samples(
             show_progress=show_progress,
         )
         store.add({keys[i]: anchor for i, anchor in zip(chunk, anchors)})
+    if writers > 1:
+        state.wait_for_everyone()
+        store = AnchorStore(store_dir, fingerprint, writer)  # now with every process's shards
     anchors = store.get(keys)
     for index, anchor in enumerate(anchors):
         if anchor.shape != (len(segments[index]), fingerprint["hidden_size"]):

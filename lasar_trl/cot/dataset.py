@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import datasets
+from accelerate import PartialState
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -62,13 +63,15 @@ def latent_sft_dataset(
     embed: Callable[[list[str]], Tensor] = embed_texts,
     batch_size: int = 8,
     show_progress: bool = False,
+    state: PartialState | None = None,
 ) -> datasets.Dataset:
     """prompt / completion / cot / anchors rows for `LasarSFTTrainer`, one per window.
 
     `model` is the Stage-1 model the anchors come from; they are read from, or added to,
     the store at `anchor_store`, which refuses anchors of another model or SID map. With
     `merge_threshold`, neighbouring sentences as similar as that (by `embed`, default
-    all-MiniLM-L6-v2) form one segment; without, each sentence is one.
+    all-MiniLM-L6-v2) form one segment; without, each sentence is one. With `state`, every
+    process calls and each extracts its share of the anchors (see `anchors_for_samples`).
     """
     if len(cots) != len(windows):
         raise ValueError(f"{len(cots)} CoTs for {len(windows)} samples: one per sample")
@@ -83,7 +86,7 @@ def latent_sft_dataset(
     )
     anchors = anchors_for_samples(
         model, tokenizer, sid_map, rows["prompt"], list(cots), segments, anchor_store,
-        batch_size=batch_size, show_progress=show_progress,
+        batch_size=batch_size, show_progress=show_progress, state=state,
     )
     features = rows.features.copy()
     features["cot"] = datasets.Value("string")

@@ -6,7 +6,8 @@ goes into the `cot` column and is segmented into anchors. A teacher is anything 
 `HFTeacher` runs any Hugging Face causal LM in-process, `OpenAITeacher` calls an
 OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, `transformers serve`, ...).
 `generate_cached` puts either behind a JSON-lines file, so a run of thousands of
-requests survives a crash and a rerun only asks for what is missing.
+requests survives a crash and a rerun only asks for what is missing; under several
+processes each asks its share.
 
 A request is the full user message. `rationale_request` builds the default one from a
 history rendered as text; pass your own messages for another wording.
@@ -17,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from accelerate import PartialState
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -208,14 +211,21 @@ def _cache_key(identity: str, request: str) -> str:
     return hashlib.sha256(json.dumps([identity, request]).encode("utf-8")).hexdigest()
 
 
-def _load_cache(cache_file: Path) -> dict[str, str]:
-    """Key -> text. A last line cut short by a crash is cut from the file too, so the next
-    append starts on a fresh line; any other unreadable line is an error."""
+def _cache_files(cache_file: Path) -> list[Path]:
+    """`cache_file` and the files other processes of a sharded run append to (`teacher.1.jsonl`, ...)."""
+    writer_number = re.compile(re.escape(cache_file.stem) + r"\.\d+" + re.escape(cache_file.suffix))
+    return [cache_file, *sorted(p for p in cache_file.parent.glob("*") if writer_number.fullmatch(p.name))]
+
+
+def _load_cache(cache_file: Path, truncate: bool = True) -> dict[str, str]:
+    """Key -> text. A last line cut short by a crash is skipped, and with `truncate` (only the
+    file's own writer may) cut from the file too, so the next append starts on a fresh line;
+    any other unreadable line is an error."""
     if not cache_file.exists():
         return {}
     data = cache_file.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) < len(data):
+    if truncate and len(complete) < len(data):
         with open(cache_file, "r+b") as handle:
             handle.truncate(len(complete))
     texts = {}
@@ -228,6 +238,13 @@ def _load_cache(cache_file: Path) -> dict[str, str]:
     return texts
 
 
+def _load_caches(cache_file: Path, own_file: Path) -> dict[str, str]:
+    texts = {}
+    for path in _cache_files(cache_file):
+        texts.update(_load_cache(path, truncate=path == own_file))
+    return texts
+
+
 def generate_cached(
     teacher: Teacher,
     requests: Sequence[str],
@@ -235,18 +252,28 @@ def generate_cached(
     *,
     chunk_size: int = 64,
     show_progress: bool = False,
+    state: PartialState | None = None,
 ) -> list[str]:
     """`teacher.generate(requests)`, resumable: answers are keyed by sha256 of
     (`teacher.identity`, request) and appended to the JSON-lines `cache_file` (flushed and
     fsynced) after every chunk of `chunk_size` requests. Only requests without an answer
-    for this identity are asked, each distinct one once."""
+    for this identity are asked, each distinct one once.
+
+    With `state` (accelerate's `PartialState`, every process calling), process k asks the
+    k-th of every `num_processes` distinct requests and appends to `teacher.k.jsonl` beside
+    `cache_file` (process 0 to `cache_file` itself); then all wait and read every answer.
+    """
     cache_file = Path(cache_file)
+    writer, writers = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    own_file = cache_file if writer == 0 else cache_file.with_name(f"{cache_file.stem}.{writer}{cache_file.suffix}")
     keys = [_cache_key(teacher.identity, request) for request in requests]
-    texts = _load_cache(cache_file)
-    missing = list({key: request for key, request in zip(keys, requests) if key not in texts}.items())
+    texts = _load_caches(cache_file, own_file)
+    # A share fixed by position, not by what is missing: it cannot depend on when each process looked.
+    share = list(dict(zip(keys, requests)).items())[writer::writers]
+    missing = [(key, request) for key, request in share if key not in texts]
     if missing:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache_file, "a", encoding="utf-8") as handle, tqdm(
+        own_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(own_file, "a", encoding="utf-8") as handle, tqdm(
             total=len(missing), desc="teacher", unit="request", disable=not show_progress
         ) as progress:
             for start in range(0, len(missing), chunk_size):
@@ -260,4 +287,7 @@ def generate_cached(
                 os.fsync(handle.fileno())
                 texts.update((record["key"], record["text"]) for record in records)
                 progress.update(len(chunk))
+    if writers > 1:
+        state.wait_for_everyone()
+        texts = _load_caches(cache_file, own_file)
     return [texts[key] for key in keys]
