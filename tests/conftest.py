@@ -45,7 +45,7 @@ def tiny_sid_map():
     return SidMap.from_codes([str(i) for i in range(40)], codes)
 
 
-def make_tiny_model(tokenizer, seed: int = 0):
+def make_tiny_model(tokenizer, seed: int = 0, tie_word_embeddings: bool = True):
     """A 2-layer random Llama with the real tokenizer's vocabulary."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
@@ -54,7 +54,7 @@ def make_tiny_model(tokenizer, seed: int = 0):
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)

@@ -56,9 +56,9 @@ def latent_dataset(sid_map, windows: list[Window] | None = None, seed: int = 0) 
     return dataset.add_column("anchors", anchors)
 
 
-def save_stage1_checkpoint(tokenizer, sid_map, folder):
+def save_stage1_checkpoint(tokenizer, sid_map, folder, tie_word_embeddings: bool = True):
     """A Stage-1 checkpoint folder (tiny random model with SID tokens, tokenizer, SID map)."""
-    model = make_tiny_model(tokenizer)
+    model = make_tiny_model(tokenizer, tie_word_embeddings=tie_word_embeddings)
     add_sid_tokens(model, tokenizer, sid_map)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -429,12 +429,14 @@ def test_gradient_accumulation_matches_one_large_batch(smol_tokenizer, tiny_sid_
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-6)
 
 
-def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, tiny_sid_map, tmp_path):
+@pytest.mark.parametrize("tied", [True, False], ids=["tied-head", "untied-head"])
+def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, tiny_sid_map, tmp_path, tied):
     """Without trainable SID rows a LoRA run generates stale items (DESIGN.md sec. 10): the
-    trainer adds them as PEFT trainable tokens; the tied LM head follows; the base stays frozen."""
+    trainer adds them as PEFT trainable tokens; a tied LM head follows, an untied one gets its
+    own SID rows trained (Qwen3-1.7B and larger are untied); the base stays frozen."""
     from peft import LoraConfig
 
-    folder = save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1")
+    folder = save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1", tie_word_embeddings=tied)
     model, tokenizer, _ = load_recommender(str(folder))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer = LasarSFTTrainer(
@@ -445,13 +447,19 @@ def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, t
     sid_ids = torch.tensor(tokenizer.convert_tokens_to_ids([*tiny_sid_map.all_tokens(), BOT_TOKEN]))
     other_ids = torch.tensor([0, 1, 100, 1000])
     embed = trainer.model.get_input_embeddings()
+    head = trainer.model.get_output_embeddings()
+    head_before = before["model.embed_tokens.weight" if tied else "lm_head.weight"]
     with torch.no_grad():
         moved = (embed(sid_ids) - before["model.embed_tokens.weight"][sid_ids]).norm(dim=-1)
         assert (moved > 0).all()  # every SID row (and <bot>) trained
         assert torch.equal(embed(other_ids), before["model.embed_tokens.weight"][other_ids])
         hidden = torch.randn(1, 1, HIDDEN)
-        logits = trainer.model.get_output_embeddings()(hidden)[0, 0]
-        assert torch.allclose(logits[sid_ids], embed(sid_ids) @ hidden[0, 0], atol=1e-5)  # the tied head follows
+        logits = head(hidden)[0, 0]
+        if tied:
+            assert torch.allclose(logits[sid_ids], embed(sid_ids) @ hidden[0, 0], atol=1e-5)  # the head follows
+        else:
+            assert ((logits[sid_ids] - head_before[sid_ids] @ hidden[0, 0]).abs() > 0).all()  # its own SID rows
+        torch.testing.assert_close(logits[other_ids], head_before[other_ids] @ hidden[0, 0])
     base = trainer.model.get_base_model()
     for name, param in base.named_parameters():
         if "lora_" not in name and "lasar" not in name and "trainable_tokens" not in name:
@@ -471,3 +479,14 @@ def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, t
     assert ours.items == again.items and ours.depths == again.depths
     assert torch.allclose(torch.tensor(ours.scores), torch.tensor(again.scores), atol=1e-4)
     assert all(set(items) <= set(sid_map.item_ids) for items in again.items)
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied-head", "untied-head"])
+def test_lora_sid_rows_for_a_model_given_by_path(smol_tokenizer, tiny_sid_map, tmp_path, tied):
+    """A trainer given a path (TRL loads the model) gets the same trainable rows as one given the model."""
+    from peft import LoraConfig
+
+    folder = save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1", tie_word_embeddings=tied)
+    config = LasarSFTTrainer._with_trainable_sid_rows(LoraConfig(r=4), str(folder), None, None)
+    ids = smol_tokenizer.convert_tokens_to_ids([*tiny_sid_map.all_tokens(), BOT_TOKEN])
+    assert config.trainable_token_indices == (ids if tied else {"model.embed_tokens": ids, "lm_head": ids})

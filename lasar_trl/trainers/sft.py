@@ -11,7 +11,8 @@ import os
 import shutil
 import tempfile
 
-from transformers import AutoTokenizer, PreTrainedModel
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
@@ -46,8 +47,9 @@ class RecommenderCheckpointMixin:
     def _with_trainable_sid_rows(peft_config, model, sid_map: SidMap | None, tokenizer):
         """LoRA trains no embedding row: the SID tokens (and `<bot>`), new or barely trained,
         would keep their rows and the model would generate stale or invalid items. Their rows
-        train as PEFT trainable tokens (the tied LM head follows), unless the config already
-        trains the embeddings itself."""
+        train as PEFT trainable tokens, in the input embedding and, when it is not tied to it,
+        the LM head too (a tied head follows by itself), unless the config already trains the
+        embeddings itself."""
         wants_rows = getattr(peft_config, "trainable_token_indices", None)
         saves_embeddings = any("embed" in name for name in getattr(peft_config, "modules_to_save", None) or [])
         if not hasattr(peft_config, "trainable_token_indices") or wants_rows or saves_embeddings:
@@ -56,7 +58,15 @@ class RecommenderCheckpointMixin:
         sid_map = sid_map or SidMap.load(os.path.join(path, SID_MAP_FILE))
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         token_ids = tokenizer.convert_tokens_to_ids([*sid_map.all_tokens(), BOT_TOKEN])
-        return dataclasses.replace(peft_config, trainable_token_indices=token_ids)
+        if isinstance(model, str):  # the trainer loads it: its module names from an empty copy
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+        input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
+        if output_embeddings is None or output_embeddings.weight is input_embeddings.weight:
+            return dataclasses.replace(peft_config, trainable_token_indices=token_ids)
+        names = {id(module): name for name, module in model.named_modules()}
+        rows = {names[id(module)]: token_ids for module in (input_embeddings, output_embeddings)}
+        return dataclasses.replace(peft_config, trainable_token_indices=rows)
 
     def _starting_checkpoint_sid_map(self) -> SidMap:
         """Without `sid_map=`, the map of the checkpoint folder training starts from, so that
