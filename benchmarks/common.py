@@ -8,13 +8,14 @@ import platform
 import shlex
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TrainerCallback
 
 from lasar_trl.data.schema import RecData
 from lasar_trl.modeling.checkpoint import load_recommender
@@ -91,3 +92,43 @@ def time_interleaved(
             if repeat == 0:
                 outputs[variant].append(output)
     return {v: 1000 * statistics.median(s) for v, s in seconds.items()}, seconds, outputs
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each step; CPU resident-memory peak sampled while timed steps run."""
+
+    def __init__(self, warmup_steps: int, cuda: bool):
+        self.warmup_steps, self.cuda = warmup_steps, cuda
+        self.seconds: list[float] = []
+        self.peak_rss = 0
+        self._sampling = False
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self.peak_rss = max(self.peak_rss, self._rss())
+            time.sleep(0.005)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup_steps:
+            if self.cuda:
+                torch.cuda.reset_peak_memory_stats()
+            else:
+                self._sampling = True
+                threading.Thread(target=self._sample, daemon=True).start()
+        if self.cuda:
+            torch.cuda.synchronize()
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.cuda:
+            torch.cuda.synchronize()
+        if state.global_step > self.warmup_steps:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    def peak_memory(self) -> int:
+        self._sampling = False
+        return torch.cuda.max_memory_allocated() if self.cuda else self.peak_rss

@@ -23,13 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from common import command_line, load_model, machine_info
-from transformers import HfArgumentParser, TrainerCallback
+from common import StepTimer, command_line, load_model, machine_info
+from transformers import HfArgumentParser
 from trl import SFTConfig
 
 from lasar_trl.atomic import write_json_atomic
@@ -59,46 +57,6 @@ class StepArguments:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
     variant: str | None = field(default=None, metadata={"help": "Internal: run one variant in this process."})
     output_json: str = field(default="benchmarks/results/stage2_step.json", metadata={"help": "Output file."})
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of each step; CPU resident-memory peak sampled while timed steps run."""
-
-    def __init__(self, warmup_steps: int, cuda: bool):
-        self.warmup_steps, self.cuda = warmup_steps, cuda
-        self.seconds: list[float] = []
-        self.peak_rss = 0
-        self._sampling = False
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self) -> None:
-        while self._sampling:
-            self.peak_rss = max(self.peak_rss, self._rss())
-            time.sleep(0.005)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.warmup_steps:
-            if self.cuda:
-                torch.cuda.reset_peak_memory_stats()
-            else:
-                self._sampling = True
-                threading.Thread(target=self._sample, daemon=True).start()
-        if self.cuda:
-            torch.cuda.synchronize()
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.cuda:
-            torch.cuda.synchronize()
-        if state.global_step > self.warmup_steps:
-            self.seconds.append(time.perf_counter() - self._start)
-
-    def peak_memory(self) -> int:
-        self._sampling = False
-        return torch.cuda.max_memory_allocated() if self.cuda else self.peak_rss
 
 
 def run_variant(args: StepArguments) -> dict:

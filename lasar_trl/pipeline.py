@@ -21,7 +21,7 @@ from .data.schema import DataFormatError, RecData, Window
 from .data.tasks import history_prompt
 from .atomic import write_json_atomic
 from .evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
-from .modeling.checkpoint import SID_MAP_FILE, check_same_sid_map
+from .modeling.checkpoint import SID_MAP_FILE, check_same_sid_map, load_recommender
 from .sid.build import build_sid_map
 from .sid.sid_map import SidMap
 
@@ -112,8 +112,8 @@ def train_save_and_evaluate(
     trainer: Trainer, sid_map: SidMap, data: RecData, script_args: RecScriptArguments, label: str
 ) -> None:
     """Train (resuming from the last complete checkpoint of the output folder, or the one
-    given), save the final model, then (unless `evaluate_after_training` is off) evaluate it
-    on the main process into eval_results.json."""
+    given), save the final model, then (unless `evaluate_after_training` is off) evaluate the
+    saved folder, as a user would load it, on the main process into eval_results.json."""
     args = trainer.args
     checkpoint = args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(args.output_dir):
@@ -123,8 +123,10 @@ def train_save_and_evaluate(
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)
     if script_args.evaluate_after_training and trainer.accelerator.is_main_process:
+        # Not `trainer.model`: under ZeRO-3 its weights are shards that one process cannot run alone.
+        model, tokenizer, _ = load_recommender(args.output_dir, sid_map, dtype=trainer.model.dtype, device=args.device)
         evaluate_and_report(
-            trainer.model, trainer.processing_class, sid_map, data, script_args, label=label,
+            model, tokenizer, sid_map, data, script_args, label=label,
             output_json=os.path.join(args.output_dir, "eval_results.json"),
         )
 

@@ -175,12 +175,20 @@ def evaluate_variants(variants: dict, stage2_dir: str, data, script_args: RecScr
     return results, before_rl, "\n".join(lines)
 
 
-def main(script_args, cot_args, training_args: LasarGRPOConfig, model_args: ModelConfig, job: PipelineArguments):
+def parse_job(argv: list[str]) -> tuple:
+    """The job's five argument groups from `argv` (`--config` yaml and flags), smoke-sized with `--smoke`."""
+    parser = TrlParser((RecScriptArguments, CotArguments, LasarGRPOConfig, ModelConfig, PipelineArguments))
+    script_args, cot_args, training_args, model_args, job = parser.parse_args_and_config(argv)
     if job.smoke:
         for key, value in SMOKE.items():
             for target in (job, script_args, training_args):
                 if hasattr(target, key):
                     setattr(target, key, value)
+    return script_args, cot_args, training_args, model_args, job
+
+
+def main(argv: list[str]) -> None:
+    script_args, cot_args, training_args, model_args, job = parse_job(argv)
     setup_run(training_args)
     start = time.perf_counter()
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
@@ -189,6 +197,9 @@ def main(script_args, cot_args, training_args: LasarGRPOConfig, model_args: Mode
         minutes = {}
     else:
         stage1_dir, stage2_dir, minutes = train_sft_stages(script_args, job)
+        # Building training arguments resets accelerate's shared state, and the Stage-1/2 Trainers
+        # hold it now (under DeepSpeed with their plugin): Stage 3's must be built after theirs.
+        training_args = parse_job(argv)[2]
         setup_run(training_args)  # the stage recipes set their own seeds
     grpo_dir = training_args.output_dir
     minutes["stage3"] = run_stage(
@@ -222,5 +233,4 @@ def main(script_args, cot_args, training_args: LasarGRPOConfig, model_args: Mode
 if __name__ == "__main__":
     if "--config" not in sys.argv:
         sys.argv[1:1] = ["--config", os.path.relpath(DEFAULT_CONFIG)]
-    parser = TrlParser((RecScriptArguments, CotArguments, LasarGRPOConfig, ModelConfig, PipelineArguments))
-    main(*parser.parse_args_and_config())
+    main(sys.argv[1:])

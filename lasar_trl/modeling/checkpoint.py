@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -44,6 +45,25 @@ def load_checkpoint_sid_map(path: str) -> SidMap:
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 
+@contextmanager
+def _zero3_init_disabled():
+    """While a DeepSpeed ZeRO-3 config is active, transformers loads models straight into
+    `zero.Init` shards that only a forward on every process can use. A recommender is loaded
+    whole instead: for one process's evaluation, and for Stage 2's anchors before training,
+    where DeepSpeed shards it when the Trainer wraps it."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    if not hf_deepspeed.is_deepspeed_zero3_enabled():
+        yield
+        return
+    active = hf_deepspeed._hf_deepspeed_config_weak_ref()  # transformers has no public getter for it
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(active)
+
+
 def _load_merged(path: str, dtype) -> PreTrainedModel:
     """A plain causal LM from a full checkpoint, or from a LoRA adapter folder: its base
     (`base_model_name_or_path` of adapter_config.json) with the adapter and trained SID rows
@@ -66,7 +86,8 @@ def load_recommender(
 ):
     """(model, tokenizer, sid_map) from a checkpoint folder; `sid_map`, if given, must match its own.
 
-    A LASAR checkpoint's Policy Head and latent projection are attached to the model."""
+    A LASAR checkpoint's Policy Head and latent projection are attached to the model. The
+    weights are whole on this process, even during a ZeRO-3 run (see `_zero3_init_disabled`)."""
     path = resolve_model_path(path)
     checkpoint_map = load_checkpoint_sid_map(path)
     if sid_map is not None:
@@ -76,7 +97,8 @@ def load_recommender(
     unknown = [t for t in checkpoint_map.all_tokens() if t not in vocabulary]
     if unknown:
         raise SidMapMismatchError(f"{path}: the tokenizer lacks SID tokens of its sid_map.json, e.g. {unknown[:3]}")
-    model = _load_merged(path, dtype).to(device)
+    with _zero3_init_disabled():
+        model = _load_merged(path, dtype).to(device)
     if has_lasar(path):
         load_lasar(model, path)
     model.eval()
