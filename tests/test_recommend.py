@@ -264,3 +264,33 @@ def test_policy_depths_are_the_depths_recommend_reasons_for(tiny_recommender):
     depths = policy_depths(model, tokenizer, sid_map, histories, batch_size=5)
     assert depths == recommend(model, tokenizer, sid_map, histories, num_beams=3, top_k=3, batch_size=4).depths
     assert len(set(depths)) > 1
+
+
+def test_an_explicit_cot_checkpoint_writes_its_rationale_then_searches(tiny_recommender):
+    """Each prompt gets a greedy rationale ended by <eot> (forced when max tokens run out),
+    exactly what generate() writes; the SID search then starts after it."""
+    from lasar_trl.evaluation.recommend import write_rationales
+    from lasar_trl.sid.tokenizer import EOT_TOKEN, add_eot_token
+
+    model, tokenizer, sid_map = tiny_recommender
+    add_eot_token(model, tokenizer)
+    eot_id = tokenizer.convert_tokens_to_ids(EOT_TOKEN)
+    histories = [["1", "2", "3"], ["4"], ["5", "6"]]
+    batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in histories], "cpu")
+    extended, lengths = write_rationales(model, **batch, eot_id=eot_id, max_tokens=3)
+    assert all(1 <= n <= 4 for n in lengths)
+    assert extended["attention_mask"].sum(1).tolist() == [
+        int(m.sum()) + n for m, n in zip(batch["attention_mask"], lengths)
+    ]
+    assert (extended["input_ids"][:, -1] == eot_id).all()  # left-padded: every row ends with its <eot>
+    config = GenerationConfig(max_new_tokens=3, do_sample=False, eos_token_id=eot_id, pad_token_id=eot_id)
+    expected = model.generate(**batch, generation_config=config)[:, batch["input_ids"].shape[1]:]
+    for row, n in enumerate(lengths):
+        written = extended["input_ids"][row, -n:].tolist()
+        assert written[: min(n, 3)] == expected[row, : min(n, 3)].tolist()
+
+    recs = recommend(model, tokenizer, sid_map, histories, num_beams=5, top_k=5, max_rationale_tokens=3)
+    assert recs.rationale_tokens == lengths and recs.depths == [0, 0, 0]
+    assert all(len(items) == 5 and set(items) <= set(sid_map.item_ids) for items in recs.items)
+    with pytest.raises(ValueError, match="explicit-CoT"):
+        recommend(model, tokenizer, sid_map, histories, depth=2)

@@ -137,3 +137,16 @@ def test_recipes_build_sids_train_and_evaluate(smol_tokenizer, tiny_recbole_dir,
     assert results["num_samples"] == 5 and results["exclude_history"] is True
     assert results["invalid_rate"] == 0.0 and results["mean_depth"] == 0.0
     assert results["hr@1"] <= results["hr@5"] <= results["hr@10"] <= results["hr@20"]
+
+    # the explicit-CoT baseline from this Stage 1: learns rationale <eot> SID, evaluates with its rationale
+    cot_out = tmp_path / "explicit_cot"
+    run_recipe(
+        "recipes/sft_explicit_cot.py", "--config", "recipes/sft_explicit_cot.yaml", "--model_name_or_path", str(out),
+        "--dataset", dataset, "--output_dir", str(cot_out), "--max_steps", "2", "--max_train_samples", "8",
+        "--per_device_train_batch_size", "4", "--eval_max_samples", "4", "--eval_num_beams", "5",
+        "--use_cpu", "true",
+    )
+    cot_json = json.loads((cot_out / "eval_results.json").read_text())
+    assert cot_json["mean_rationale_tokens"] >= 1 and cot_json["mean_depth"] == 0.0
+    assert cot_json["invalid_rate"] == 0.0 and cot_json["num_samples"] == 4
+    assert "<eot>" in (cot_out / "tokenizer_config.json").read_text() + (cot_out / "tokenizer.json").read_text()

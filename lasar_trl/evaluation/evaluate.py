@@ -56,6 +56,7 @@ def evaluate_recommender(
         mean_depth=sum(recs.depths) / len(recs.depths),
         depth_histogram=depth_histogram(recs.depths),
         forced_depth=depth,
+        mean_rationale_tokens=sum(recs.rationale_tokens) / len(recs.rationale_tokens),
     )
     return results
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.tasks import history_prompt
 from ..modeling.backbone import decoder_forward, next_token_logits
 from ..modeling.lasar import constant_depth, get_lasar
 from ..modeling.latent import LatentTrajectory, run_latent_loop
 from ..sid.sid_map import SidMap
-from ..sid.tokenizer import BOT_TOKEN
+from ..sid.tokenizer import BOT_TOKEN, EOT_TOKEN
 from ..sid.trie import SidTrie
 
 
@@ -43,6 +43,7 @@ class Recommendations:
     scores: list[list[float]]  # their SID log-probs
     generated_sids: list[str]  # per request, the top beam's tokens as one string (to audit validity)
     depths: list[int]  # per request, the latent steps it reasoned for
+    rationale_tokens: list[int]  # per request, the explicit rationale's tokens (`<eot>` included; 0 without)
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
@@ -184,6 +185,32 @@ def sid_sample(
     return SampleOutput(torch.cat(tokens, dim=1), total, nodes, trajectory.num_steps)
 
 
+@torch.inference_mode()
+def write_rationales(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, eot_id: int, max_tokens: int
+) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Explicit chain of thought: a greedy rationale after each left-padded prompt, ended by
+    `<eot>` (appended when `max_tokens` run out). Returns the prompts with their rationales,
+    left-padded again (the prompt of the SID search), and each rationale's token count."""
+    config = GenerationConfig(
+        max_new_tokens=max_tokens, min_new_tokens=0, do_sample=False, num_beams=1, eos_token_id=eot_id,
+        pad_token_id=eot_id, bos_token_id=None, repetition_penalty=1.0,
+    )
+    generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    rows, lengths = [], []
+    for prompt, mask, new in zip(input_ids, attention_mask, generated[:, input_ids.shape[1] :].tolist()):
+        rationale = new[: new.index(eot_id) + 1] if eot_id in new else [*new, eot_id]
+        rows.append([*prompt[mask.bool()].tolist(), *rationale])
+        lengths.append(len(rationale))
+    width = max(len(row) for row in rows)
+    ids = input_ids.new_full((len(rows), width), eot_id)  # padding: masked, any id will do
+    mask = attention_mask.new_zeros((len(rows), width))
+    for index, row in enumerate(rows):
+        ids[index, width - len(row) :] = torch.tensor(row)
+        mask[index, width - len(row) :] = 1
+    return {"input_ids": ids, "attention_mask": mask}, lengths
+
+
 def prompt_batches(
     tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, histories: Sequence[Sequence[str]], batch_size: int, device,
     show_progress: bool = False,
@@ -228,6 +255,7 @@ def recommend(
     exclude_items: Sequence[Sequence[str]] | None = None,
     trie: SidTrie | None = None,
     depth: int | None = None,
+    max_rationale_tokens: int = 128,
     show_progress: bool = False,
 ) -> Recommendations:
     """Top-k distinct item ids per history, from SID-constrained beam search after the
@@ -235,6 +263,8 @@ def recommend(
 
     The depth per history is `depth` when given; otherwise a LASAR checkpoint's own
     choice (its Policy Head's argmax, or its fixed depth) and 0 for a plain model.
+    An explicit-CoT checkpoint (a tokenizer with `<eot>`, no Policy Head) first writes
+    its rationale greedily (at most `max_rationale_tokens`), then searches the same way.
     `exclude_items` bans, per request, items from that request's trie (e.g. the
     user's history, as full-ranking evaluators such as RecBole do).
     """
@@ -248,11 +278,18 @@ def recommend(
         num_steps, projection = lasar.depth_policy(depth), lasar.latent_projection
     else:
         num_steps, projection = (None if depth is None else constant_depth(depth)), None
+    eot_id = tokenizer.convert_tokens_to_ids(EOT_TOKEN) if EOT_TOKEN in tokenizer.get_vocab() else None
+    if eot_id is not None and (lasar is not None or depth):
+        raise ValueError("an explicit-CoT checkpoint reasons in text: it has no latent steps to run")
     was_training = model.training
     model.eval()
-    items, scores, generated_sids, depths = [], [], [], []
+    items, scores, generated_sids, depths, rationale_tokens = [], [], [], [], []
     try:
         for start, batch in prompt_batches(tokenizer, sid_map, histories, batch_size, model.device, show_progress):
+            lengths = [0] * len(batch["input_ids"])
+            if eot_id is not None:
+                batch, lengths = write_rationales(model, **batch, eot_id=eot_id, max_tokens=max_rationale_tokens)
+            rationale_tokens += lengths
             banned = None
             if exclude_items is not None:
                 banned = [[item_index[i] for i in items] for items in exclude_items[start : start + batch_size]]
@@ -269,4 +306,6 @@ def recommend(
                 scores.append([s for _, s in kept])
     finally:
         model.train(was_training)
-    return Recommendations(items=items, scores=scores, generated_sids=generated_sids, depths=depths)
+    return Recommendations(
+        items=items, scores=scores, generated_sids=generated_sids, depths=depths, rationale_tokens=rationale_tokens
+    )

@@ -8,6 +8,7 @@ from transformers import AddedToken
 from .sid_map import SidMap
 
 BOT_TOKEN = "<bot>"
+EOT_TOKEN = "<eot>"  # ends an explicit rationale before the SID (the explicit-CoT baseline only)
 
 
 def add_sid_tokens(model, tokenizer, sid_map: SidMap, seed: int = 0) -> int:
@@ -25,6 +26,21 @@ def add_sid_tokens(model, tokenizer, sid_map: SidMap, seed: int = 0) -> int:
     added = tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in new_tokens])
     if BOT_TOKEN not in vocab:
         added += tokenizer.add_tokens([AddedToken(BOT_TOKEN, normalized=False, special=True)], special_tokens=True)
+    _grow_embeddings(model, tokenizer, seed)
+    return added
+
+
+def add_eot_token(model, tokenizer, seed: int = 0) -> int:
+    """Add `<eot>` (special), which ends an explicit rationale; new rows as in `add_sid_tokens`."""
+    if EOT_TOKEN in tokenizer.get_vocab():
+        return 0
+    added = tokenizer.add_tokens([AddedToken(EOT_TOKEN, normalized=False, special=True)], special_tokens=True)
+    _grow_embeddings(model, tokenizer, seed)
+    return added
+
+
+def _grow_embeddings(model, tokenizer, seed: int) -> None:
+    """Resize the embeddings to the tokenizer; draw the new rows (see `add_sid_tokens`)."""
     old_size = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > old_size:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -34,7 +50,6 @@ def add_sid_tokens(model, tokenizer, sid_map: SidMap, seed: int = 0) -> int:
             embeddings.append(model.get_output_embeddings())
         for module in embeddings:
             _init_like_existing_rows(module.weight, old_size, generator)
-    return added
 
 
 @torch.no_grad()
