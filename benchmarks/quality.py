@@ -1,20 +1,22 @@
-"""Does RL help, and does it cut depth? Four variants from one Stage-1 checkpoint, one budget.
+"""Recommendation quality of every variant, per dataset and seed, on one budget.
 
-    python benchmarks/quality.py      # after the main job (accelerate launch recipes/grpo_lasar.py)
+    python benchmarks/quality.py --budget smoke                  # minutes: CI-sized (the main job's --smoke)
+    python benchmarks/quality.py --budget full                   # hours on 2 CPU cores: the main job's yaml
 
-Every variant starts from the same Stage-1 checkpoint and is trained on the same Stage-2
-rows (`--train_samples`, seed 42) with the same recipe (recipes/sft_latent.py and its yaml):
+Per dataset and seed, the main job (recipes/grpo_lasar.py) trains Stage 1, Stage 2 and
+Stage 3 into `variants_dir/DATASET/seedS`; then, from the same Stage-1 checkpoint, on the same
+Stage-2 rows and CoTs, the recipes train:
 
-- Stage 1 + N = 0 SFT on those rows (`depth_mode=fixed`, `fixed_depth=0`, no alignment): the
-  no-reasoning model given the same extra SFT budget;
-- fixed depth N = 4 (`depth_mode=fixed`, `fixed_depth=4`);
-- Stage 2 adaptive (`depth_mode=cot`, the main job's Stage 2);
-- LASAR: that Stage 2 after the main job's GRPO (the only variant with the RL steps on top).
+- "Stage 1 + GRPO, N=0": GRPO without latent steps (`rollout_depth fixed`, `fixed_depth 0`),
+  the MiniOneRec recipe, with the main job's GRPO settings;
+- "fixed depth N=4": Stage 2 with `depth_mode fixed`, `fixed_depth 4`;
+- "explicit CoT": recipes/sft_explicit_cot.py (rationale as text, then the SID).
 
-Reused when present (so the main job's Stage 2 and Stage 3 are not trained again). Each is
-evaluated on the same test users with `exclude_history`. Targets (issue 4): LASAR's NDCG@10 >=
-the fixed-depth model's and >= Stage 2's, and LASAR's mean depth <= 60% of Stage 2's. The JSON
-records what was measured, met or not.
+Every variant, and most-popular, is evaluated by the same code on the same test users with
+`exclude_history`. Each trained folder is reused when complete, so a rerun only evaluates.
+Results are per seed, with mean and spread (max - min) over seeds, and each variant's
+training minutes (the Trainer's `train_runtime`, on top of the shared Stage 1; LASAR's are
+Stage 2 + Stage 3).
 """
 
 from __future__ import annotations
@@ -22,91 +24,148 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from datasets import load_from_disk
 
 from common import command_line, machine_info
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.evaluation.evaluate import evaluate_recommender
+from lasar_trl.evaluation.evaluate import evaluate_recommender, most_popular_baseline
 from lasar_trl.modeling.checkpoint import load_recommender
+from lasar_trl.pipeline import LATENT_TRAIN_DATA
 
 RECIPES = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes"))
-TRAINED = {  # variant -> the Stage-2 recipe flags that make it
-    "stage1 + N=0 SFT": ["--depth_mode", "fixed", "--fixed_depth", "0", "--align_weight", "0"],
-    "fixed depth N=4": ["--depth_mode", "fixed", "--fixed_depth", "4"],
+SHARED_DATA = os.environ.get("LASAR_SHARED_DATA", "../shared/data")  # where the Amazon sets are unpacked
+# The main job's own sizes (`--smoke true`, or recipes/grpo_lasar.yaml), and the evaluation it would run.
+BUDGETS = {
+    "smoke": dict(main_job=["--smoke", "true"], seeds=[42], datasets=["ml-100k"], eval_users=16, num_beams=10),
+    "full": dict(main_job=[], seeds=[42, 43], datasets=["ml-100k", f"minionerec:{SHARED_DATA}/amazon18_industrial"],
+                 eval_users=200, num_beams=20),
 }
+METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mean_depth", "mean_rationale_tokens",
+           "invalid_rate", "train_minutes"]
+DONE = "stage_complete.json"  # what the main job writes into a finished stage's folder
 
 
-def train_variant(flags: list[str], stage1: str, output_dir: str, args) -> list[str]:
-    """Run recipes/sft_latent.py for one variant unless its folder holds a finished model."""
-    command = [
-        "accelerate", "launch", "--num_processes", "1", os.path.join(RECIPES, "sft_latent.py"),
-        "--config", os.path.join(RECIPES, "sft_latent.yaml"),
-        "--model_name_or_path", stage1, "--output_dir", output_dir, "--dataset", args.dataset,
-        "--max_train_samples", str(args.train_samples), "--evaluate_after_training", "false",
-        "--cot_cache_dir", os.path.join(args.run_dir, "stage2", "cot"), *flags,  # the same rows' CoTs and anchors
-    ]
-    if not os.path.isfile(os.path.join(output_dir, "lasar_config.json")):
-        subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *command[2:]], check=True)
-    return command  # as a user would type it
+def launch(recipe: str, flags: list[str]) -> list[str]:
+    """Run a recipe under `accelerate launch` (one process); returns the command as a user types it."""
+    command = ["accelerate", "launch", "--num_processes", "1", os.path.join(RECIPES, recipe), *flags]
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *command[2:]], check=True)
+    return command
+
+
+def train_minutes(folder: str) -> float:
+    """The Trainer's own training time (`train_runtime`, in trainer_state.json): the same clock for
+    every variant, without process start-up, data preparation or saving."""
+    with open(os.path.join(folder, "trainer_state.json")) as f:
+        history = json.load(f)["log_history"]
+    return next(entry["train_runtime"] for entry in reversed(history) if "train_runtime" in entry) / 60
+
+
+def train_variants(dataset: str, seed: int, run_dir: str, args) -> tuple[dict, dict, dict]:
+    """Train (or reuse) every variant of one dataset and seed: checkpoints, commands and training minutes."""
+    job = [*BUDGETS[args.budget]["main_job"], "--dataset", dataset, "--seed", str(seed), "--run_dir", run_dir,
+           "--output_dir", os.path.join(run_dir, "stage3"), "--evaluate", "false", *args.main_job_flags]
+    stage1, stage2, stage3 = (os.path.join(run_dir, stage) for stage in ("stage1", "stage2", "stage3"))
+    commands = {}
+    if not os.path.isfile(os.path.join(stage3, DONE)):
+        commands["main job"] = launch("grpo_lasar.py", job)
+    rows = os.path.join(stage2, LATENT_TRAIN_DATA)
+    same_rows = ["--dataset", dataset, "--seed", str(seed), "--max_train_samples", str(len(load_from_disk(rows))),
+                 "--cot_cache_dir", os.path.join(stage2, "cot"), "--evaluate_after_training", "false",
+                 "--model_name_or_path", stage1, *args.sft_flags]
+    extra = {
+        "Stage 1 + GRPO, N=0": ("grpo_lasar.py", [
+            *job[: job.index("--run_dir")], "--run_dir", os.path.join(run_dir, "grpo_n0"),
+            "--output_dir", os.path.join(run_dir, "grpo_n0"), "--evaluate", "false", "--model_name_or_path", stage1,
+            "--rl_rows", rows, "--rollout_depth", "fixed", "--fixed_depth", "0", "--terminal_align_weight", "0",
+            *args.main_job_flags,
+        ]),
+        "fixed depth N=4": ("sft_latent.py", [
+            "--config", os.path.join(RECIPES, "sft_latent.yaml"), *same_rows, "--output_dir",
+            os.path.join(run_dir, "fixed_n4"), "--depth_mode", "fixed", "--fixed_depth", "4",
+        ]),
+        "explicit CoT": ("sft_explicit_cot.py", [
+            "--config", os.path.join(RECIPES, "sft_explicit_cot.yaml"), *same_rows, "--output_dir",
+            os.path.join(run_dir, "explicit_cot"),
+        ]),
+    }
+    checkpoints = {"Stage 1 (N=0)": stage1, "LASAR without RL (Stage 2)": stage2, "LASAR (Stage 2 + GRPO)": stage3}
+    minutes = {"Stage 1 (N=0)": 0.0, "LASAR without RL (Stage 2)": train_minutes(stage2),
+               "LASAR (Stage 2 + GRPO)": train_minutes(stage2) + train_minutes(stage3)}
+    for name, (recipe, flags) in extra.items():
+        folder = flags[flags.index("--output_dir") + 1]
+        marker = os.path.join(folder, "variant_complete.json")
+        if not os.path.isfile(marker):
+            commands[name] = launch(recipe, flags)
+            write_json_atomic(marker, {"command": commands[name]})
+        checkpoints[name], minutes[name] = folder, train_minutes(folder)
+    return checkpoints, commands, {**minutes, "_stage1": train_minutes(stage1)}
+
+
+def summarize(per_seed: dict[int, dict]) -> tuple[dict, dict]:
+    """Mean and spread (max - min) over seeds of every metric."""
+    mean, spread = {}, {}
+    for metric in METRICS:
+        values = [result[metric] for result in per_seed.values() if result.get(metric) is not None]
+        if values:
+            mean[metric], spread[metric] = statistics.fmean(values), max(values) - min(values)
+    return mean, spread
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--run_dir", default="outputs/lasar", help="the main job's run_dir (stage1, stage2, stage3)")
-    parser.add_argument("--variants_dir", default="outputs/quality", help="where the extra variants are trained")
-    parser.add_argument("--train_samples", type=int, default=160, help="Stage-2 rows per variant (the main job's)")
-    parser.add_argument("--eval_users", type=int, default=200)
-    parser.add_argument("--num_beams", type=int, default=20)
-    parser.add_argument("--output_json", default="benchmarks/results/quality_ml100k.json")
+    parser.add_argument("--budget", choices=list(BUDGETS), default="smoke")
+    parser.add_argument("--datasets", nargs="+", help="dataset specs (default: by budget)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: by budget")
+    parser.add_argument("--variants_dir", default="outputs/quality")
+    parser.add_argument("--main_job_flags", type=shlex.split, default=[],
+                        help='extra flags for recipes/grpo_lasar.py, one string: --main_job_flags="--x 1"')
+    parser.add_argument("--sft_flags", type=shlex.split, default=[], help="extra flags for the SFT variants' recipes")
+    parser.add_argument("--output_json", default="benchmarks/results/quality.json")
     args = parser.parse_args()
-
-    stage1 = os.path.join(args.run_dir, "stage1")
-    checkpoints = {name: os.path.join(args.variants_dir, name.replace(" ", "_").replace("=", "")) for name in TRAINED}
-    commands = {name: train_variant(flags, stage1, checkpoints[name], args) for name, flags in TRAINED.items()}
-    checkpoints["Stage 2 adaptive"] = os.path.join(args.run_dir, "stage2")
-    checkpoints["LASAR (after GRPO)"] = os.path.join(args.run_dir, "stage3")
-    for name, path in checkpoints.items():
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{name}: no model in {path}; run the main job first (recipes/grpo_lasar.py)")
-
+    budget = BUDGETS[args.budget]
+    seeds, dataset_specs = args.seeds or budget["seeds"], args.datasets or budget["datasets"]
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    data = load_dataset_spec(args.dataset)
-    windows = data.splits["test"][: args.eval_users]
-    exclude = [data.seen_items("test", w) for w in windows]
-    results = {}
-    for name, path in checkpoints.items():
-        model, tokenizer, sid_map = load_recommender(path)
-        start = time.perf_counter()
-        result = evaluate_recommender(model, tokenizer, sid_map, windows, num_beams=args.num_beams,
-                                      exclude_items=exclude)
-        results[name] = {**result, "eval_seconds": time.perf_counter() - start, "checkpoint": path}
-        print(f"{name:24s} HR@10 {result['hr@10']:.4f} NDCG@10 {result['ndcg@10']:.4f} "
-              f"mean depth {result['mean_depth']:.2f} {result['depth_histogram']}", flush=True)
 
-    lasar, fixed, stage2 = results["LASAR (after GRPO)"], results["fixed depth N=4"], results["Stage 2 adaptive"]
-    targets = {
-        "lasar_ndcg10_ge_fixed_depth": lasar["ndcg@10"] >= fixed["ndcg@10"],
-        "lasar_ndcg10_ge_stage2": lasar["ndcg@10"] >= stage2["ndcg@10"],
-        "lasar_mean_depth_le_60pct_of_stage2": lasar["mean_depth"] <= 0.6 * stage2["mean_depth"],
-    }
-    with open(os.path.join(args.run_dir, "summary.json")) as f:
-        main_job = json.load(f)
-    payload = {
-        "command": command_line(), "machine": machine_info("cpu", torch.float32), "dataset": data.name,
-        "eval": {"split": "test", "users": len(windows), "num_beams": args.num_beams, "exclude_history": True},
-        "train_samples_per_variant": args.train_samples, "variant_commands": commands,
-        "main_job": {"command": main_job["command"], "train_minutes": main_job["train_minutes"]},
-        "mean_depth_after_over_before_rl": lasar["mean_depth"] / stage2["mean_depth"],
-        "targets_met": targets, "results": results,
-    }
-    write_json_atomic(args.output_json, payload)
-    print(json.dumps({"targets_met": targets, "depth_ratio": payload["mean_depth_after_over_before_rl"]}, indent=1))
+    report = {"command": command_line(), "budget": args.budget, "seeds": seeds, "datasets": {}}
+    for spec in dataset_specs:
+        per_variant: dict[str, dict] = {}
+        commands, evaluation, run_dirs = {}, {}, {}
+        for seed in seeds:
+            run_dir = os.path.join(args.variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")),
+                                   f"seed{seed}")
+            run_dirs[seed] = run_dir
+            checkpoints, commands[seed], minutes = train_variants(spec, seed, run_dir, args)
+            data = load_dataset_spec(spec)
+            windows = data.splits["test"][: budget["eval_users"]]
+            exclude = [data.seen_items("test", w) for w in windows]
+            evaluation = {"split": "test", "users": len(windows), "num_beams": budget["num_beams"],
+                          "exclude_history": True, "stage1_train_minutes": minutes["_stage1"]}
+            for name, path in checkpoints.items():
+                model, tokenizer, sid_map = load_recommender(path)
+                result = evaluate_recommender(model, tokenizer, sid_map, windows, num_beams=evaluation["num_beams"],
+                                              exclude_items=exclude)
+                result.update(train_minutes=minutes[name], checkpoint=path)
+                per_variant.setdefault(name, {})[seed] = result
+                print(f"{spec} seed {seed} {name:28s} HR@10 {result['hr@10']:.4f} NDCG@10 {result['ndcg@10']:.4f} "
+                      f"depth {result['mean_depth']:.2f}", flush=True)
+            popular = most_popular_baseline(data, windows, exclude_items=exclude)
+            per_variant.setdefault("most-popular", {})[seed] = popular
+        variants = {}
+        for name, per_seed in per_variant.items():
+            mean, spread = summarize(per_seed)
+            variants[name] = {"mean": mean, "spread": spread, "per_seed": per_seed}
+        report["datasets"][spec] = {"evaluation": evaluation, "variants": variants, "commands": commands,
+                                    "run_dirs": run_dirs}
+    report["machine"] = machine_info("cpu", torch.float32)
+    write_json_atomic(args.output_json, report)
+    print(f"wrote {args.output_json}")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ def train_save_and_evaluate(
         logger.info("Resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)
+    trainer.save_state()  # trainer_state.json: the logged metrics, for curves (benchmarks/report.py)
     if script_args.evaluate_after_training and trainer.accelerator.is_main_process:
         # Not `trainer.model`: under ZeRO-3 its weights are shards that one process cannot run alone.
         model, tokenizer, _ = load_recommender(args.output_dir, sid_map, dtype=trainer.model.dtype, device=args.device)

@@ -7,7 +7,8 @@ evaluation table.
 
 Without `--config` it runs recipes/grpo_lasar.yaml (ml-100k, the embedded SmolLM2-135M).
 Stages 1 and 2 run from their own recipes and configs (`stage1_config`, `stage2_config`)
-unless `--model_name_or_path` names a Stage-2 checkpoint; each stage is saved under
+unless `--model_name_or_path` names a Stage-2 checkpoint (or a Stage-1 one, with `--rl_rows`
+and `--rollout_depth fixed --fixed_depth 0`: the MiniOneRec recipe); each stage is saved under
 `run_dir` and marked complete before the next starts, so a second run reuses it (and an
 interrupted stage resumes from its last checkpoint). Stage 3 is `LasarGRPOTrainer` on
 prompts and anchors of Stage 2's training rows. The table compares, on the same test
@@ -62,6 +63,12 @@ class PipelineArguments:
     stage1_checkpoint: str | None = field(
         default=None, metadata={"help": "With --model_name_or_path: the Stage-1 checkpoint to compare with."}
     )
+    rl_rows: str | None = field(
+        default=None,
+        metadata={"help": "Stage 3's prompts (and anchors): a saved dataset; default: the Stage-2 checkpoint's "
+                  f"{LATENT_TRAIN_DATA} (name one to run GRPO on a Stage-1 checkpoint at fixed_depth 0)."},
+    )
+    evaluate: bool = field(default=True, metadata={"help": "Evaluate the variants after training."})
     ablation_depth: int = field(default=4, metadata={"help": "The depth LASAR is forced to in the ablation row."})
     smoke: bool = field(default=False, metadata={"help": f"Shrink everything to a few minutes: {SMOKE}."})
     scale: str = field(default="demonstration scale", metadata={"help": "What the table's title calls this run."})
@@ -90,16 +97,18 @@ def run_stage(title: str, output_dir: str, train) -> float:
     return minutes
 
 
-def stage_args(types: tuple, config: str, output_dir: str, script_args: RecScriptArguments, samples: int | None):
-    """A stage's configs: its yaml, with this job's data, output folder and (optionally) sample count."""
+def stage_args(types: tuple, config: str, output_dir: str, script_args: RecScriptArguments, samples: int | None,
+               seed: int):
+    """A stage's configs: its yaml, with this job's data, seed, output folder and (optionally) sample count."""
     overrides = ["--config", config, "--output_dir", output_dir, "--dataset", script_args.dataset,
-                 "--max_history", str(script_args.max_history), "--evaluate_after_training", "false"]
+                 "--max_history", str(script_args.max_history), "--evaluate_after_training", "false",
+                 "--seed", str(seed)]
     if samples is not None:
         overrides += ["--max_train_samples", str(samples)]
     return TrlParser(types).parse_args_and_config(overrides)
 
 
-def train_sft_stages(script_args: RecScriptArguments, job: PipelineArguments) -> tuple[str, str, dict]:
+def train_sft_stages(script_args: RecScriptArguments, job: PipelineArguments, seed: int) -> tuple[str, str, dict]:
     """Stage 1 then Stage 2 through their own recipes; their folders and training minutes."""
     from sft_latent import main as stage2_main  # the recipes beside this one
     from sft_stage1 import main as stage1_main
@@ -107,22 +116,21 @@ def train_sft_stages(script_args: RecScriptArguments, job: PipelineArguments) ->
     stage1_dir, stage2_dir = os.path.join(job.run_dir, "stage1"), os.path.join(job.run_dir, "stage2")
     minutes = {}
     stage1 = stage_args((RecScriptArguments, SFTConfig, ModelConfig), job.stage1_config, stage1_dir, script_args,
-                        job.stage1_max_train_samples)
+                        job.stage1_max_train_samples, seed)
     minutes["stage1"] = run_stage("Stage 1: SID grounding (SFT)", stage1_dir, lambda: stage1_main(*stage1))
     stage2 = stage_args((RecScriptArguments, CotArguments, LasarSFTConfig, ModelConfig), job.stage2_config,
-                        stage2_dir, script_args, job.stage2_max_train_samples)
+                        stage2_dir, script_args, job.stage2_max_train_samples, seed)
     stage2[3].model_name_or_path = stage1_dir
     minutes["stage2"] = run_stage("Stage 2: latent reasoning SFT", stage2_dir, lambda: stage2_main(*stage2))
     return stage1_dir, stage2_dir, minutes
 
 
-def rl_prompts(stage2_dir: str, script_args: RecScriptArguments, training_args: LasarGRPOConfig):
-    """Stage 3's prompts and terminal anchors: a seeded subset of Stage 2's training rows."""
-    path = os.path.join(stage2_dir, LATENT_TRAIN_DATA)
+def rl_prompts(path: str, script_args: RecScriptArguments, training_args: LasarGRPOConfig):
+    """Stage 3's prompts and terminal anchors: a seeded subset of Stage 2's training rows (at `path`)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(
             f"{path} is missing: Stage 3 takes its prompts and anchors from the Stage-2 rows that "
-            "recipes/sft_latent.py saves there"
+            "recipes/sft_latent.py saves (OUTPUT_DIR/latent_train_data)"
         )
     rows = load_from_disk(path).shuffle(seed=training_args.seed)
     if script_args.max_train_samples:
@@ -130,7 +138,7 @@ def rl_prompts(stage2_dir: str, script_args: RecScriptArguments, training_args: 
     return rows if training_args.terminal_align_weight > 0 else rows.remove_columns("anchors")
 
 
-def train_grpo(stage2_dir, script_args, training_args: LasarGRPOConfig, model_args: ModelConfig, data) -> None:
+def train_grpo(stage2_dir, rows: str, script_args, training_args: LasarGRPOConfig, model_args: ModelConfig, data):
     model, tokenizer, sid_map = load_recommender(stage2_dir, dtype=model_args.dtype, device=training_args.device)
     group = training_args.num_generations
     trainer = LasarGRPOTrainer(
@@ -138,7 +146,7 @@ def train_grpo(stage2_dir, script_args, training_args: LasarGRPOConfig, model_ar
         reward_funcs=[RankingReward(sid_map, tokenizer, group), ExactMatchReward(sid_map, tokenizer),
                       PrefixMatchReward(sid_map, tokenizer)],
         args=training_args,
-        train_dataset=rl_prompts(stage2_dir, script_args, training_args),
+        train_dataset=rl_prompts(rows, script_args, training_args),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         sid_map=sid_map,
@@ -192,22 +200,23 @@ def main(argv: list[str]) -> None:
     setup_run(training_args)
     start = time.perf_counter()
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
-    if model_args.model_name_or_path:  # a given Stage-2 checkpoint
+    if model_args.model_name_or_path:  # Stage 3 only: from Stage 2 (or Stage 1 with --rl_rows, at fixed depth 0)
         stage2_dir, stage1_dir = resolve_model_path(model_args.model_name_or_path), job.stage1_checkpoint
         minutes = {}
     else:
-        stage1_dir, stage2_dir, minutes = train_sft_stages(script_args, job)
+        stage1_dir, stage2_dir, minutes = train_sft_stages(script_args, job, training_args.seed)
         # Building training arguments resets accelerate's shared state, and the Stage-1/2 Trainers
         # hold it now (under DeepSpeed with their plugin): Stage 3's must be built after theirs.
         training_args = parse_job(argv)[2]
         setup_run(training_args)  # the stage recipes set their own seeds
     grpo_dir = training_args.output_dir
     minutes["stage3"] = run_stage(
-        f"Stage 3: GRPO with adaptive latent depth ({training_args.rollout_depth} depth, "
+        f"Stage 3: GRPO ({training_args.rollout_depth} latent depth, "
         f"G = {training_args.num_generations})", grpo_dir,
-        lambda: train_grpo(stage2_dir, script_args, training_args, model_args, data),
+        lambda: train_grpo(stage2_dir, job.rl_rows or os.path.join(stage2_dir, LATENT_TRAIN_DATA), script_args,
+                           training_args, model_args, data),
     )
-    if not PartialState().is_main_process:
+    if not (job.evaluate and PartialState().is_main_process):
         return
     header("Evaluation")
     variants = {

@@ -87,36 +87,22 @@ def test_main_job_runs_every_stage_under_accelerate_launch_with_zero3(smol_path,
     """The user's command with the shipped ZeRO-3 config, two CPU processes and a tiny model: Stage 1
     (model loaded into zero.Init shards), Stage 2 (anchors need whole weights), Stage 3 (built after
     the other stages' Trainers) and the table, which loads each consolidated folder on one process."""
-    import yaml
     from transformers import AutoTokenizer
 
-    from conftest import make_tiny_model
+    from conftest import tiny_job_configs
 
-    tokenizer = AutoTokenizer.from_pretrained(smol_path)
-    make_tiny_model(tokenizer).save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
     dataset = f"recbole:{tiny_recbole_dir}"
+    configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset, ddp_backend="gloo",
+                               save_strategy="no", max_steps=2, per_device_train_batch_size=4)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
            "TOKENIZERS_PARALLELISM": "false"}
-    subprocess.run([sys.executable, os.path.join(RECIPES, "build_sids.py"), "--dataset", dataset, "--output_dir",
-                    str(tmp_path / "sids"), "--codebook_size", "4"], check=True, env=env, timeout=300)
-    tiny = dict(max_steps=2, per_device_train_batch_size=4, ddp_backend="gloo", save_strategy="no")
-    stage_overrides = {
-        "sft_stage1.yaml": dict(tiny, model_name_or_path=str(tmp_path / "base"),
-                                sid_map=str(tmp_path / "sids" / "sid_map.json")),
-        "sft_latent.yaml": tiny,
-    }
-    for name, overrides in stage_overrides.items():
-        config = yaml.safe_load(open(os.path.join(RECIPES, name)))
-        config.pop("model_name_or_path", None)  # Stage 2 starts from the job's Stage 1
-        (tmp_path / name).write_text(yaml.safe_dump({**config, **overrides}))
     run_dir = tmp_path / "run"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
         os.path.join(RECIPES, os.pardir, "accelerate_configs", "deepspeed_zero3.yaml"), "--num_processes", "2",
         "--mixed_precision", "no", "--main_process_port", str(free_port()), os.path.join(RECIPES, "grpo_lasar.py"),
-        "--smoke", "true", "--dataset", dataset, "--stage1_config", str(tmp_path / "sft_stage1.yaml"),
-        "--stage2_config", str(tmp_path / "sft_latent.yaml"), "--run_dir", str(run_dir),
+        "--smoke", "true", "--dataset", dataset, "--stage1_config", configs["stage1_config"],
+        "--stage2_config", configs["stage2_config"], "--run_dir", str(run_dir),
         "--output_dir", str(run_dir / "stage3"), "--ddp_backend", "gloo", "--per_device_train_batch_size", "4",
         "--num_generations", "4",
     ]

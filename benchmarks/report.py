@@ -1,0 +1,164 @@
+"""Turn the benchmark JSON into docs/results.md with tables and PNG plots.
+
+    python benchmarks/report.py        # reads benchmarks/results/{quality,latency}.json
+
+Only what the JSON holds is shown, each table with the command that measured it and the
+machine it ran on:
+  quality table          per dataset, every variant's mean (and spread over seeds) of HR@5/10/20,
+                         NDCG@5/10/20, mean depth and training minutes
+  latency table + bars   ms per request per variant and configuration, and the ratios
+  depth histograms       the depths LASAR chose before RL (Stage 2) and after (Stage 3)
+  training curves        GRPO reward and mean depth, Stage-2 alignment KL, from the Trainers'
+                         trainer_state.json in the quality run of the latency benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+QUALITY_COLUMNS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mean_depth", "train_minutes"]
+BEFORE_RL, AFTER_RL = "LASAR without RL (Stage 2)", "LASAR (Stage 2 + GRPO)"
+CURVES = [("stage3", "reward", "GRPO reward"), ("stage3", "depth/mean", "GRPO mean depth"),
+          ("stage2", "align_kl", "Stage-2 alignment KL")]
+
+
+def machine_line(machine: dict) -> str:
+    return f"{machine['device_name']} ({machine['cpu_count']} CPUs, {machine['device']}, torch {machine['torch']})"
+
+
+def quality_section(quality: dict) -> list[str]:
+    lines = ["## Quality", "", f"Command: `{quality['command']}` (budget `{quality['budget']}`, seeds "
+             f"{quality['seeds']}). Machine: {machine_line(quality['machine'])}.", ""]
+    for dataset, result in quality["datasets"].items():
+        evaluation = result["evaluation"]
+        lines += [f"### {dataset}", "",
+                  f"{evaluation['users']} test users, {evaluation['num_beams']} beams, exclude_history="
+                  f"{evaluation['exclude_history']}; mean over seeds (spread max - min in brackets when >1 seed); "
+                  f"train minutes are on top of the shared Stage 1 ({evaluation['stage1_train_minutes']:.1f} min).", "",
+                  "| variant | " + " | ".join(QUALITY_COLUMNS) + " |", "|---" * (len(QUALITY_COLUMNS) + 1) + "|"]
+        for name, variant in result["variants"].items():
+            cells = []
+            for column in QUALITY_COLUMNS:
+                if column not in variant["mean"]:
+                    cells.append("-")
+                    continue
+                cell = f"{variant['mean'][column]:.4f}" if column.startswith(("hr", "ndcg")) else \
+                    f"{variant['mean'][column]:.2f}"
+                if len(quality["seeds"]) > 1:
+                    cell += f" ({variant['spread'][column]:.4f})"
+                cells.append(cell)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def latency_section(latency: dict, out_dir: Path) -> list[str]:
+    variants = list(latency["configurations"][0]["variants"])
+    lines = ["## Latency", "", f"Command: `{latency['command']}` ({latency['requests']} {latency['dataset']} test "
+             f"requests, {latency['repeats']} repeat(s), checkpoints of `{latency['run_dir']}`). Machine: "
+             f"{machine_line(latency['machine'])}.", "",
+             f"**Explicit CoT / LASAR at batch {latency['headline']['batch_size']}, beam "
+             f"{latency['headline']['num_beams']}: {latency['explicit_cot_over_lasar']:.2f}x.** "
+             f"Targets met: {latency['targets_met']}.", "",
+             "ms per request (mean depth / rationale tokens in brackets):", "",
+             "| batch | beams | " + " | ".join(variants) + " | LASAR / N=0 | CoT / LASAR | predicted | fidelity |",
+             "|---" * (len(variants) + 6) + "|"]
+    for config in latency["configurations"]:
+        cells = [f"{v['ms_per_request']:.1f} ({v['mean_depth']:.1f} / {v['mean_rationale_tokens']:.0f})"
+                 for v in config["variants"].values()]
+        r = config["ratios"]
+        lines.append(f"| {config['batch_size']} | {config['num_beams']} | " + " | ".join(cells) +
+                     f" | {r['lasar_over_no_reasoning']:.2f} | {r['explicit_cot_over_lasar']:.2f} | "
+                     f"{r['predicted_explicit_cot_over_lasar']:.2f} | {r['fidelity']:.2f} |")
+    figure, axes = plt.subplots(1, len(latency["configurations"]), figsize=(3 * len(latency["configurations"]), 3.2),
+                                squeeze=False)
+    for axis, config in zip(axes[0], latency["configurations"]):
+        axis.bar(range(len(variants)), [config["variants"][v]["ms_per_request"] for v in variants],
+                 color=["#888888", "#5b8def", "#2a9d8f", "#e76f51"][: len(variants)])
+        axis.set_xticks(range(len(variants)), [v.split(" (")[0] for v in variants], rotation=45, ha="right")
+        axis.set_title(f"batch {config['batch_size']}, beams {config['num_beams']}", fontsize=9)
+        axis.set_ylabel("ms / request")
+    save(figure, out_dir / "latency.png")
+    return [*lines, "", "![latency per variant](results/latency.png)", ""]
+
+
+def depth_section(quality: dict, out_dir: Path) -> list[str]:
+    datasets = [(name, result) for name, result in quality["datasets"].items()
+                if BEFORE_RL in result["variants"] and AFTER_RL in result["variants"]]
+    figure, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
+    lines = ["## Depth before and after RL", ""]
+    for axis, (name, result) in zip(axes[0], datasets):
+        for offset, label in ((-0.2, BEFORE_RL), (0.2, AFTER_RL)):
+            counts: dict[int, int] = {}
+            for seed_result in result["variants"][label]["per_seed"].values():
+                for depth, count in seed_result["depth_histogram"].items():
+                    counts[int(depth)] = counts.get(int(depth), 0) + count
+            depths = sorted(counts)
+            axis.bar([d + offset for d in depths], [counts[d] for d in depths], width=0.4, label=label)
+            mean = result["variants"][label]["mean"]["mean_depth"]
+            lines.append(f"- {name}, {label}: mean depth {mean:.2f}, histogram {dict(sorted(counts.items()))}")
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("latent depth N")
+        axis.set_ylabel("requests (all seeds)")
+        axis.legend(fontsize=7)
+    save(figure, out_dir / "depth_histograms.png")
+    return [*lines, "", "![depth histograms](results/depth_histograms.png)", ""]
+
+
+def curves_section(run_dir: str, out_dir: Path) -> list[str]:
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3), squeeze=False)
+    lines = ["## Training curves", "", f"From the Trainers' `trainer_state.json` in `{run_dir}`.", ""]
+    for axis, (stage, key, title) in zip(axes[0], CURVES):
+        path = os.path.join(run_dir, stage, "trainer_state.json")
+        history = json.load(open(path))["log_history"] if os.path.isfile(path) else []
+        points = [(entry["step"], entry[key]) for entry in history if key in entry]
+        if points:
+            axis.plot(*zip(*points), marker="o")
+        else:
+            axis.text(0.5, 0.5, "no logged steps", ha="center", va="center", transform=axis.transAxes)
+        lines.append(f"- {title}: {len(points)} logged step(s)")
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("step")
+    save(figure, out_dir / "training_curves.png")
+    return [*lines, "", "![training curves](results/training_curves.png)", ""]
+
+
+def save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quality_json", default="benchmarks/results/quality.json")
+    parser.add_argument("--latency_json", default="benchmarks/results/latency.json")
+    parser.add_argument("--output", default="docs/results.md", help="the report; plots go to results/ beside it")
+    args = parser.parse_args()
+    quality, latency = json.load(open(args.quality_json)), json.load(open(args.latency_json))
+    output = Path(args.output)
+    plots = output.parent / "results"
+    plots.mkdir(parents=True, exist_ok=True)
+    lines = ["# Results", "", "Generated by `python benchmarks/report.py` from "
+             f"`{args.quality_json}` and `{args.latency_json}`; every number below was measured by the "
+             "command shown with it.", ""]
+    lines += quality_section(quality)
+    lines += depth_section(quality, plots)
+    lines += latency_section(latency, plots)
+    lines += curves_section(latency["run_dir"], plots)
+    temp = output.with_name(f".{output.name}.tmp")
+    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temp, output)
+    print(f"wrote {output} and {plots}/*.png")
+
+
+if __name__ == "__main__":
+    main()
