@@ -46,7 +46,7 @@ from lasar_trl.sid.trie import SidTrie
 
 BUDGETS = {
     "smoke": dict(run_dir="outputs/quality/ml-100k/seed42", requests=8, repeats=1),
-    "full": dict(run_dir="outputs/quality/ml-100k/seed42", requests=16, repeats=2),
+    "full": dict(run_dir="outputs/quality/ml-100k/seed42", requests=16, repeats=1),
 }
 VARIANTS = {  # name -> (folder in the run dir, forced depth)
     "no reasoning (N=0)": ("stage1", None),
