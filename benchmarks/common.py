@@ -67,13 +67,18 @@ def command_line() -> str:
 
 
 def time_interleaved(
-    run: Callable[[str, dict], object], variants: Sequence[str], batches: Sequence[dict], repeats: int, device: str
+    run: Callable[[str, object], object],
+    variants: Sequence[str],
+    batches: Sequence,
+    repeats: int,
+    device: str,
+    batch_rows: Callable[[object], int] = lambda batch: len(batch["input_ids"]),
 ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, list]]:
     """Time `run(variant, batch)` for every variant on every batch, `repeats` times, after one
     warm-up per variant; the order rotates so that no variant always runs first.
 
     Returns (median ms per request, every request's seconds, the first repeat's outputs), each
-    by variant; a request's time is its batch's wall time over the batch size.
+    by variant; a request's time is its batch's wall time over the batch size (`batch_rows`).
     """
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for variant in variants:  # warm-up at these shapes
@@ -87,7 +92,7 @@ def time_interleaved(
             start = time.perf_counter()
             output = run(variant, batch)
             sync()
-            rows = len(batch["input_ids"])
+            rows = batch_rows(batch)
             seconds[variant] += [(time.perf_counter() - start) / rows] * rows
             if repeat == 0:
                 outputs[variant].append(output)

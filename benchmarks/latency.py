@@ -33,11 +33,10 @@ import argparse
 import itertools
 import os
 import statistics
-import time
 
 import torch
 
-from common import command_line, machine_info
+from common import command_line, machine_info, time_interleaved
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.evaluation.recommend import recommend
@@ -58,7 +57,8 @@ TARGETS = {"lasar_over_no_reasoning_max": 1.10, "fidelity_min": 0.9, "gpu_beam50
 
 
 def time_configuration(
-    models: dict, histories: list, batch_size: int, num_beams: int, repeats: int, max_rationale_tokens: int
+    models: dict, histories: list, batch_size: int, num_beams: int, repeats: int, max_rationale_tokens: int,
+    device: str,
 ) -> dict:
     """Median ms per request of every variant, and what each reasoned for, at one batch size and beam count."""
     def run(name: str, chunk: list):
@@ -66,32 +66,15 @@ def time_configuration(
         return recommend(model, tokenizer, sid_map, chunk, top_k=min(10, num_beams), num_beams=num_beams,
                          batch_size=batch_size, trie=trie, depth=depth, max_rationale_tokens=max_rationale_tokens)
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    names = list(models)
-    for name in names:  # warm-up at these shapes
-        run(name, histories[:batch_size])
-    seconds = {name: [] for name in names}
-    reasoning = {}
     chunks = [histories[i : i + batch_size] for i in range(0, len(histories), batch_size)]
-    for repeat, (index, chunk) in itertools.product(range(repeats), enumerate(chunks)):
-        shift = (repeat + index) % len(names)
-        for name in [*names[shift:], *names[:shift]]:
-            sync()
-            start = time.perf_counter()
-            recs = run(name, chunk)
-            sync()
-            seconds[name] += [(time.perf_counter() - start) / len(chunk)] * len(chunk)
-            if repeat == 0:
-                reasoning.setdefault(name, {"depths": [], "rationale_tokens": []})
-                reasoning[name]["depths"] += recs.depths
-                reasoning[name]["rationale_tokens"] += recs.rationale_tokens
+    medians, _, outputs = time_interleaved(run, list(models), chunks, repeats, device, batch_rows=len)
     result = {"batch_size": batch_size, "num_beams": num_beams, "variants": {}}
-    for name in names:
+    for name, recommendations in outputs.items():
+        depths = [d for recs in recommendations for d in recs.depths]
+        rationale_tokens = [n for recs in recommendations for n in recs.rationale_tokens]
         result["variants"][name] = {
-            "ms_per_request": 1000 * statistics.median(seconds[name]),
-            "mean_depth": statistics.fmean(reasoning[name]["depths"]),
-            "mean_rationale_tokens": statistics.fmean(reasoning[name]["rationale_tokens"]),
-            "requests": len(reasoning[name]["depths"]),
+            "ms_per_request": medians[name], "mean_depth": statistics.fmean(depths),
+            "mean_rationale_tokens": statistics.fmean(rationale_tokens), "requests": len(depths),
         }
     result["ratios"] = ratios(result["variants"])
     return result
@@ -143,7 +126,7 @@ def main() -> None:
     configurations = []
     for batch_size, num_beams in itertools.product(args.batch_sizes, args.beams):
         result = time_configuration(models, histories, batch_size, num_beams, budget["repeats"],
-                                    args.max_rationale_tokens)
+                                    args.max_rationale_tokens, args.device)
         configurations.append(result)
         line = ", ".join(f"{name} {v['ms_per_request']:.1f}" for name, v in result["variants"].items())
         print(f"batch {batch_size:2d} beams {num_beams:2d}: ms/request {line}; ratios "

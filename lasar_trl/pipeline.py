@@ -22,6 +22,7 @@ from .data.tasks import history_prompt
 from .atomic import write_json_atomic
 from .evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
 from .modeling.checkpoint import SID_MAP_FILE, check_same_sid_map, load_recommender
+from .modeling.loading import resolve_model_path
 from .sid.build import build_sid_map
 from .sid.sid_map import SidMap
 
@@ -130,6 +131,18 @@ def train_save_and_evaluate(
             model, tokenizer, sid_map, data, script_args, label=label,
             output_json=os.path.join(args.output_dir, "eval_results.json"),
         )
+
+
+def load_stage1_checkpoint(model_args, script_args: RecScriptArguments, device, purpose: str):
+    """(model, tokenizer, sid_map) of the Stage-1 checkpoint `--model_name_or_path` names (its SID map
+    checked against `--sid_map` when given): where Stage 2 and the explicit-CoT baseline start."""
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path must name a Stage-1 checkpoint (see recipes/sft_stage1.py)")
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    if not os.path.isfile(os.path.join(model_path, SID_MAP_FILE)):
+        raise ValueError(f"{model_path} has no {SID_MAP_FILE}: {purpose} starts from a Stage-1 checkpoint")
+    expected_map = SidMap.load(script_args.sid_map) if script_args.sid_map else None
+    return load_recommender(model_path, expected_map, dtype=model_args.dtype, device=device)
 
 
 def training_windows(data: RecData, max_samples: int | None, seed: int) -> list[Window]:

@@ -18,26 +18,24 @@ from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 from lasar_trl.configs import CotArguments, RecScriptArguments
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import check_items_known, history_prompt
-from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
 from lasar_trl.modeling.lasar import get_lasar
-from lasar_trl.modeling.loading import resolve_model_path
-from lasar_trl.pipeline import rationales, setup_run, train_save_and_evaluate, training_windows
-from lasar_trl.sid.sid_map import SidMap
+from lasar_trl.pipeline import (
+    load_stage1_checkpoint, rationales, setup_run, train_save_and_evaluate,
+    training_windows,
+)
 from lasar_trl.sid.tokenizer import EOT_TOKEN, add_eot_token
 from lasar_trl.trainers.sft import SidSFTTrainer
 
 
 def main(script_args: RecScriptArguments, cot_args: CotArguments, training_args: SFTConfig, model_args: ModelConfig):
     setup_run(training_args)
-    if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path must name a Stage-1 checkpoint (see recipes/sft_stage1.py)")
-    model_path = resolve_model_path(model_args.model_name_or_path)
-    if not os.path.isfile(os.path.join(model_path, SID_MAP_FILE)):
-        raise ValueError(f"{model_path} has no {SID_MAP_FILE}: the explicit-CoT baseline starts from Stage 1")
-    expected_map = SidMap.load(script_args.sid_map) if script_args.sid_map else None
-    model, tokenizer, sid_map = load_recommender(model_path, expected_map, dtype=model_args.dtype)
+    model, tokenizer, sid_map = load_stage1_checkpoint(
+        model_args, script_args, training_args.device, "the explicit-CoT baseline"
+    )
     if get_lasar(model) is not None:
-        raise ValueError(f"{model_path} is a LASAR checkpoint: start the explicit-CoT baseline from Stage 1")
+        raise ValueError(
+            f"{model_args.model_name_or_path} is a LASAR checkpoint: start the explicit-CoT baseline from Stage 1"
+        )
     add_eot_token(model, tokenizer)
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
     check_items_known(data, sid_map)

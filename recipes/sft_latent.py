@@ -20,11 +20,11 @@ from lasar_trl.configs import CotArguments, RecScriptArguments
 from lasar_trl.cot.dataset import latent_sft_dataset
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.tasks import check_items_known
-from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
-from lasar_trl.modeling.loading import resolve_model_path
 from lasar_trl.atomic import save_dataset_atomic
-from lasar_trl.pipeline import LATENT_TRAIN_DATA, rationales, setup_run, train_save_and_evaluate, training_windows
-from lasar_trl.sid.sid_map import SidMap
+from lasar_trl.pipeline import (
+    LATENT_TRAIN_DATA, load_stage1_checkpoint, rationales, setup_run, train_save_and_evaluate,
+    training_windows,
+)
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
 
@@ -35,15 +35,7 @@ def main(
     setup_run(training_args)
 
     # The Stage-1 checkpoint: its SID map and tokens, and the model the anchors come from.
-    if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path must name a Stage-1 checkpoint (see recipes/sft_stage1.py)")
-    model_path = resolve_model_path(model_args.model_name_or_path)
-    if not os.path.isfile(os.path.join(model_path, SID_MAP_FILE)):
-        raise ValueError(f"{model_path} has no {SID_MAP_FILE}: Stage 2 starts from a Stage-1 checkpoint")
-    expected_map = SidMap.load(script_args.sid_map) if script_args.sid_map else None
-    model, tokenizer, sid_map = load_recommender(
-        model_path, expected_map, dtype=model_args.dtype, device=training_args.device
-    )
+    model, tokenizer, sid_map = load_stage1_checkpoint(model_args, script_args, training_args.device, "Stage 2")
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
     check_items_known(data, sid_map)
 
