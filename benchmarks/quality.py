@@ -14,7 +14,7 @@ Stage-2 rows and CoTs, the recipes train:
 
 Every variant, and most-popular, is evaluated by the same code on the same test users with
 `exclude_history`. Each trained folder is reused when complete, so a rerun only evaluates.
-Results are per seed, with mean and spread (max - min) over seeds, and each variant's
+Results are per seed, with mean and spread (max - min) over the seeds a dataset has, and each variant's
 training minutes (the Trainer's `train_runtime`, on top of the shared Stage 1; LASAR's are
 Stage 2 + Stage 3).
 """
@@ -133,40 +133,41 @@ def main() -> None:
     seeds, dataset_specs = args.seeds or budget["seeds"], args.datasets or budget["datasets"]
     torch.set_num_threads(len(os.sched_getaffinity(0)))
 
-    report = {"command": command_line(), "budget": args.budget, "seeds": seeds, "datasets": {}}
-    for spec in dataset_specs:
-        per_variant: dict[str, dict] = {}
-        commands, evaluation, run_dirs = {}, {}, {}
-        for seed in seeds:
+    # Seeds outer, datasets inner, and the JSON rewritten after every finished run: a run stopped early
+    # (or a budget that allows only one seed of a dataset) leaves a valid report of what was measured.
+    report = {"command": command_line(), "budget": args.budget, "seeds": seeds, "complete": False,
+              "machine": machine_info("cpu", torch.float32), "datasets": {}}
+    for seed in seeds:
+        for spec in dataset_specs:
+            result = report["datasets"].setdefault(spec, {"seeds": [], "evaluation": {}, "variants": {},
+                                                          "commands": {}, "run_dirs": {}})
             run_dir = os.path.join(args.variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")),
                                    f"seed{seed}")
-            run_dirs[seed] = run_dir
-            checkpoints, commands[seed], minutes = train_variants(spec, seed, run_dir, args)
+            checkpoints, result["commands"][seed], minutes = train_variants(spec, seed, run_dir, args)
             data = load_dataset_spec(spec)
             windows = data.splits["test"][: budget["eval_users"]]
             exclude = [data.seen_items("test", w) for w in windows]
-            evaluation = {"split": "test", "users": len(windows), "num_beams": budget["num_beams"],
-                          "exclude_history": True, "stage1_train_minutes": minutes["_stage1"]}
+            result["evaluation"] = {"split": "test", "users": len(windows), "num_beams": budget["num_beams"],
+                                    "exclude_history": True, "stage1_train_minutes": minutes["_stage1"]}
+            per_variant = {}
             for name, path in checkpoints.items():
                 model, tokenizer, sid_map = load_recommender(path)
-                result = evaluate_recommender(model, tokenizer, sid_map, windows, num_beams=evaluation["num_beams"],
-                                              exclude_items=exclude)
-                result.update(train_minutes=minutes[name], checkpoint=path)
-                per_variant.setdefault(name, {})[seed] = result
-                print(f"{spec} seed {seed} {name:28s} HR@10 {result['hr@10']:.4f} NDCG@10 {result['ndcg@10']:.4f} "
-                      f"depth {result['mean_depth']:.2f}", flush=True)
-            popular = most_popular_baseline(data, windows, exclude_items=exclude)
-            per_variant.setdefault("most-popular", {})[seed] = popular
-        variants = {}
-        for name, per_seed in per_variant.items():
-            mean, spread = summarize(per_seed)
-            variants[name] = {"mean": mean, "spread": spread, "per_seed": per_seed}
-        report["datasets"][spec] = {"evaluation": evaluation, "variants": variants, "commands": commands,
-                                    "run_dirs": run_dirs}
-    report["machine"] = machine_info("cpu", torch.float32)
-    write_json_atomic(args.output_json, report)
-    print(f"wrote {args.output_json}")
-
+                per_variant[name] = evaluate_recommender(model, tokenizer, sid_map, windows,
+                                                         num_beams=budget["num_beams"], exclude_items=exclude)
+                per_variant[name].update(train_minutes=minutes[name], checkpoint=path)
+                print(f"{spec} seed {seed} {name:28s} HR@10 {per_variant[name]['hr@10']:.4f} "
+                      f"NDCG@10 {per_variant[name]['ndcg@10']:.4f} depth {per_variant[name]['mean_depth']:.2f}",
+                      flush=True)
+            per_variant["most-popular"] = most_popular_baseline(data, windows, exclude_items=exclude)
+            for name, metrics in per_variant.items():
+                variant = result["variants"].setdefault(name, {"per_seed": {}})
+                variant["per_seed"][seed] = metrics
+                variant["mean"], variant["spread"] = summarize(variant["per_seed"])
+            result["seeds"].append(seed)
+            result["run_dirs"][seed] = run_dir
+            report["complete"] = seed == seeds[-1] and spec == dataset_specs[-1]
+            write_json_atomic(args.output_json, report)
+            print(f"wrote {args.output_json} ({spec}, seed {seed})", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -37,9 +37,12 @@ def machine_line(machine: dict) -> str:
 def quality_section(quality: dict) -> list[str]:
     lines = ["## Quality", "", f"Command: `{quality['command']}` (budget `{quality['budget']}`, seeds "
              f"{quality['seeds']}). Machine: {machine_line(quality['machine'])}.", ""]
+    if not quality["complete"]:
+        lines += ["The run was stopped before every dataset had every seed: each dataset below lists the seeds it "
+                  "has.", ""]
     for dataset, result in quality["datasets"].items():
         evaluation = result["evaluation"]
-        lines += [f"### {dataset}", "",
+        lines += [f"### {dataset} (seeds {result['seeds']})", "",
                   f"{evaluation['users']} test users, {evaluation['num_beams']} beams, exclude_history="
                   f"{evaluation['exclude_history']}; mean over seeds (spread max - min in brackets when >1 seed); "
                   f"train minutes are on top of the shared Stage 1 ({evaluation['stage1_train_minutes']:.1f} min).", "",
@@ -52,7 +55,7 @@ def quality_section(quality: dict) -> list[str]:
                     continue
                 cell = f"{variant['mean'][column]:.4f}" if column.startswith(("hr", "ndcg")) else \
                     f"{variant['mean'][column]:.2f}"
-                if len(quality["seeds"]) > 1:
+                if len(result["seeds"]) > 1:
                     cell += f" ({variant['spread'][column]:.4f})"
                 cells.append(cell)
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

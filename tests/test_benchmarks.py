@@ -60,8 +60,9 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
                   f"--main_job_flags=--stage1_config {configs['stage1_config']} --logging_steps 1",
                   "--output_json", str(quality_json))
     quality = json.loads(quality_json.read_text())
-    assert quality["budget"] == "smoke" and quality["seeds"] == [42]
+    assert quality["budget"] == "smoke" and quality["seeds"] == [42] and quality["complete"]
     result = quality["datasets"][dataset]
+    assert result["seeds"] == [42]
     assert list(result["variants"]) == QUALITY_VARIANTS and result["evaluation"]["exclude_history"] is True
     samples = {name: variant["per_seed"]["42"]["num_samples"] for name, variant in result["variants"].items()}
     assert set(samples.values()) == {12}, samples  # the same users for every variant
