@@ -44,7 +44,7 @@ from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.sid.trie import SidTrie
 
 BUDGETS = {
-    "smoke": dict(run_dir="outputs/quality/ml-100k/seed42", requests=8, repeats=1),
+    "smoke": dict(run_dir="outputs/quality_smoke/ml-100k/seed42", requests=8, repeats=1),
     "full": dict(run_dir="outputs/quality/ml-100k/seed42", requests=16, repeats=1),
 }
 VARIANTS = {  # name -> (folder in the run dir, forced depth)

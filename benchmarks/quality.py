@@ -4,8 +4,8 @@
     python benchmarks/quality.py --budget full                   # hours on 2 CPU cores: the main job's yaml
 
 Per dataset and seed, the main job (recipes/grpo_lasar.py) trains Stage 1, Stage 2 and
-Stage 3 into `variants_dir/DATASET/seedS`; then, from the same Stage-1 checkpoint, on the same
-Stage-2 rows and CoTs, the recipes train:
+Stage 3 into `variants_dir/DATASET/seedS` (outputs/quality; outputs/quality_smoke for smoke); then,
+from the same Stage-1 checkpoint, on the same Stage-2 rows and CoTs, the recipes train:
 
 - "Stage 1 + GRPO, N=0": GRPO without latent steps (`rollout_depth fixed`, `fixed_depth 0`),
   the MiniOneRec recipe, with the main job's GRPO settings;
@@ -41,11 +41,13 @@ from lasar_trl.pipeline import LATENT_TRAIN_DATA
 
 RECIPES = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes"))
 SHARED_DATA = os.environ.get("LASAR_SHARED_DATA", "../shared/data")  # where the Amazon sets are unpacked
-# The main job's own sizes (`--smoke true`, or recipes/grpo_lasar.yaml), and the evaluation it would run.
+# The main job's own sizes (`--smoke true`, or recipes/grpo_lasar.yaml), the evaluation it would run, and
+# a folder per budget (completed folders are reused: a smoke run must never stand in for a full one).
 BUDGETS = {
-    "smoke": dict(main_job=["--smoke", "true"], seeds=[42], datasets=["ml-100k"], eval_users=16, num_beams=10),
+    "smoke": dict(main_job=["--smoke", "true"], seeds=[42], datasets=["ml-100k"], eval_users=16, num_beams=10,
+                  variants_dir="outputs/quality_smoke"),
     "full": dict(main_job=[], seeds=[42, 43], datasets=["ml-100k", f"minionerec:{SHARED_DATA}/amazon18_industrial"],
-                 eval_users=200, num_beams=20),
+                 eval_users=200, num_beams=20, variants_dir="outputs/quality"),
 }
 METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mean_depth", "mean_rationale_tokens",
            "invalid_rate", "train_minutes"]
@@ -123,7 +125,7 @@ def main() -> None:
     parser.add_argument("--budget", choices=list(BUDGETS), default="smoke")
     parser.add_argument("--datasets", nargs="+", help="dataset specs (default: by budget)")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: by budget")
-    parser.add_argument("--variants_dir", default="outputs/quality")
+    parser.add_argument("--variants_dir", help="default: by budget")
     parser.add_argument("--main_job_flags", type=shlex.split, default=[],
                         help='extra flags for recipes/grpo_lasar.py, one string: --main_job_flags="--x 1"')
     parser.add_argument("--sft_flags", type=shlex.split, default=[], help="extra flags for the SFT variants' recipes")
@@ -131,6 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     budget = BUDGETS[args.budget]
     seeds, dataset_specs = args.seeds or budget["seeds"], args.datasets or budget["datasets"]
+    variants_dir = args.variants_dir or budget["variants_dir"]
     torch.set_num_threads(len(os.sched_getaffinity(0)))
 
     # Seeds outer, datasets inner, and the JSON rewritten after every finished run: a run stopped early
@@ -141,7 +144,7 @@ def main() -> None:
         for spec in dataset_specs:
             result = report["datasets"].setdefault(spec, {"seeds": [], "evaluation": {}, "variants": {},
                                                           "commands": {}, "run_dirs": {}})
-            run_dir = os.path.join(args.variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")),
+            run_dir = os.path.join(variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")),
                                    f"seed{seed}")
             checkpoints, result["commands"][seed], minutes = train_variants(spec, seed, run_dir, args)
             data = load_dataset_spec(spec)

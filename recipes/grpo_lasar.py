@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from accelerate import PartialState
 from datasets import load_from_disk
+from transformers import TrainingArguments
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from lasar_trl.atomic import write_json_atomic
@@ -35,6 +36,7 @@ from lasar_trl.data import load_dataset_spec
 from lasar_trl.evaluation.evaluate import depth_histogram, evaluate_recommender, format_table, most_popular_baseline
 from lasar_trl.evaluation.recommend import policy_depths
 from lasar_trl.modeling.checkpoint import load_recommender
+from lasar_trl.modeling.lasar import has_lasar
 from lasar_trl.modeling.loading import resolve_model_path
 from lasar_trl.pipeline import LATENT_TRAIN_DATA, setup_run, train_save_and_evaluate
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward
@@ -98,17 +100,23 @@ def run_stage(title: str, output_dir: str, train) -> float:
 
 
 def stage_args(types: tuple, config: str, output_dir: str, script_args: RecScriptArguments, samples: int | None,
-               seed: int):
-    """A stage's configs: its yaml, with this job's data, seed, output folder and (optionally) sample count."""
+               training_args: LasarGRPOConfig):
+    """A stage's configs: its yaml, with this job's data, seed, trackers, output folder and (optionally)
+    sample count."""
     overrides = ["--config", config, "--output_dir", output_dir, "--dataset", script_args.dataset,
                  "--max_history", str(script_args.max_history), "--evaluate_after_training", "false",
-                 "--seed", str(seed)]
+                 "--seed", str(training_args.seed)]
     if samples is not None:
         overrides += ["--max_train_samples", str(samples)]
-    return TrlParser(types).parse_args_and_config(overrides)
+    configs = TrlParser(types).parse_args_and_config(overrides)
+    for config in configs:
+        if isinstance(config, TrainingArguments):  # a list: the command line takes only one tracker
+            config.report_to = list(training_args.report_to)
+    return configs
 
 
-def train_sft_stages(script_args: RecScriptArguments, job: PipelineArguments, seed: int) -> tuple[str, str, dict]:
+def train_sft_stages(script_args: RecScriptArguments, job: PipelineArguments,
+                     training_args: LasarGRPOConfig) -> tuple[str, str, dict]:
     """Stage 1 then Stage 2 through their own recipes; their folders and training minutes."""
     from sft_latent import main as stage2_main  # the recipes beside this one
     from sft_stage1 import main as stage1_main
@@ -116,10 +124,10 @@ def train_sft_stages(script_args: RecScriptArguments, job: PipelineArguments, se
     stage1_dir, stage2_dir = os.path.join(job.run_dir, "stage1"), os.path.join(job.run_dir, "stage2")
     minutes = {}
     stage1 = stage_args((RecScriptArguments, SFTConfig, ModelConfig), job.stage1_config, stage1_dir, script_args,
-                        job.stage1_max_train_samples, seed)
+                        job.stage1_max_train_samples, training_args)
     minutes["stage1"] = run_stage("Stage 1: SID grounding (SFT)", stage1_dir, lambda: stage1_main(*stage1))
     stage2 = stage_args((RecScriptArguments, CotArguments, LasarSFTConfig, ModelConfig), job.stage2_config,
-                        stage2_dir, script_args, job.stage2_max_train_samples, seed)
+                        stage2_dir, script_args, job.stage2_max_train_samples, training_args)
     stage2[3].model_name_or_path = stage1_dir
     minutes["stage2"] = run_stage("Stage 2: latent reasoning SFT", stage2_dir, lambda: stage2_main(*stage2))
     return stage1_dir, stage2_dir, minutes
@@ -169,17 +177,20 @@ def evaluate_variants(variants: dict, stage2_dir: str, data, script_args: RecScr
             batch_size=script_args.eval_batch_size, exclude_items=exclude, depth=depth,
         )
     results["most-popular"] = most_popular_baseline(data, windows, exclude_items=exclude)
-    model, tokenizer, sid_map = load_recommender(stage2_dir)
-    depths = policy_depths(model, tokenizer, sid_map, [w.history for w in windows], script_args.eval_batch_size)
-    before_rl = {"mean_depth": sum(depths) / len(depths), "depth_histogram": depth_histogram(depths)}
+    before_rl = None
+    if has_lasar(stage2_dir):  # not for GRPO from a Stage-1 checkpoint (no Policy Head to ask)
+        model, tokenizer, sid_map = load_recommender(stage2_dir)
+        depths = policy_depths(model, tokenizer, sid_map, [w.history for w in windows], script_args.eval_batch_size)
+        before_rl = {"mean_depth": sum(depths) / len(depths), "depth_histogram": depth_histogram(depths)}
     title = (
         f"{scale.upper()}: {data.name} {script_args.eval_split}, {len(windows)} users, "
         f"{script_args.eval_num_beams} beams, exclude_history={script_args.exclude_history}"
     )
     lines = [format_table(results, title)]
     lines += [f"  depths of {label}: {r['depth_histogram']}" for label, r in results.items()]
-    lines.append(f"  depths Stage 2 chose before RL: {before_rl['depth_histogram']} "
-                 f"(mean {before_rl['mean_depth']:.2f})")
+    if before_rl:
+        lines.append(f"  depths Stage 2 chose before RL: {before_rl['depth_histogram']} "
+                     f"(mean {before_rl['mean_depth']:.2f})")
     return results, before_rl, "\n".join(lines)
 
 
@@ -204,7 +215,7 @@ def main(argv: list[str]) -> None:
         stage2_dir, stage1_dir = resolve_model_path(model_args.model_name_or_path), job.stage1_checkpoint
         minutes = {}
     else:
-        stage1_dir, stage2_dir, minutes = train_sft_stages(script_args, job, training_args.seed)
+        stage1_dir, stage2_dir, minutes = train_sft_stages(script_args, job, training_args)
         # Building training arguments resets accelerate's shared state, and the Stage-1/2 Trainers
         # hold it now (under DeepSpeed with their plugin): Stage 3's must be built after theirs.
         training_args = parse_job(argv)[2]
@@ -219,10 +230,13 @@ def main(argv: list[str]) -> None:
     if not (job.evaluate and PartialState().is_main_process):
         return
     header("Evaluation")
-    variants = {
-        "LASAR (Stage 3, Policy Head depth)": (grpo_dir, None),
-        f"LASAR forced to N={job.ablation_depth} (ablation)": (grpo_dir, job.ablation_depth),
-    }
+    if has_lasar(stage2_dir):
+        variants = {
+            "LASAR (Stage 3, Policy Head depth)": (grpo_dir, None),
+            f"LASAR forced to N={job.ablation_depth} (ablation)": (grpo_dir, job.ablation_depth),
+        }
+    else:  # GRPO from a Stage-1 checkpoint: no latent steps to ablate
+        variants = {"Stage 1 + GRPO (N=0)": (grpo_dir, None)}
     if stage1_dir:
         variants["Stage 1 (N=0)"] = (stage1_dir, None)
     scale = "smoke test" if job.smoke else job.scale

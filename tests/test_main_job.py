@@ -1,5 +1,6 @@
-"""The main job (`accelerate launch recipes/grpo_lasar.py`) end to end on the real 135M model and
-the embedded ml-100k, shrunk by `--smoke true`; then again, reusing every stage."""
+"""The main job (`accelerate launch recipes/grpo_lasar.py`): end to end on the real 135M model and
+the embedded ml-100k, shrunk by `--smoke true`, then again, reusing every stage; and on a tiny
+model, its trackers in every stage and GRPO from a Stage-1 checkpoint (the MiniOneRec recipe)."""
 
 import json
 import os
@@ -8,7 +9,6 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.real_model
 RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "grpo_lasar.py")
 
 
@@ -20,6 +20,7 @@ def run_main_job(run_dir) -> str:
     return done.stdout
 
 
+@pytest.mark.real_model
 def test_main_job_runs_all_stages_then_reuses_them(smol_path, tmp_path):
     first = run_main_job(tmp_path)
     for stage in ("stage1", "stage2", "stage3"):
@@ -48,3 +49,34 @@ def test_main_job_runs_all_stages_then_reuses_them(smol_path, tmp_path):
     again = json.loads((tmp_path / "summary.json").read_text())["results"]
     assert again["LASAR (Stage 3, Policy Head depth)"]["ndcg@10"] == results["LASAR (Stage 3, Policy Head depth)"][
         "ndcg@10"]
+
+
+def test_main_job_reports_every_stage_and_runs_grpo_from_stage1(smol_path, tiny_recbole_dir, tmp_path):
+    """`--report_to tensorboard` reaches Stages 1 and 2 (they run from their own yamls), and the
+    documented Stage-1 + GRPO at depth 0 run evaluates without a Policy Head to ask for depths."""
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_job_configs
+
+    dataset = f"recbole:{tiny_recbole_dir}"
+    configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset)
+
+    def run_tiny_job(run_dir, *flags: str) -> dict:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", RECIPE, "--smoke",
+                   "true", "--dataset", dataset, "--stage1_config", configs["stage1_config"], "--stage2_config",
+                   configs["stage2_config"], "--run_dir", str(run_dir), "--output_dir", str(run_dir / "stage3"),
+                   "--per_device_train_batch_size", "4", "--num_generations", "4", *flags]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+        return json.loads((run_dir / "summary.json").read_text())
+
+    run_tiny_job(tmp_path / "lasar", "--report_to", "tensorboard")
+    for stage in ("stage1", "stage2", "stage3"):
+        assert list((tmp_path / "lasar" / stage).rglob("events.out.tfevents.*")), stage
+
+    summary = run_tiny_job(tmp_path / "n0", "--model_name_or_path", str(tmp_path / "lasar" / "stage1"),
+                           "--rl_rows", str(tmp_path / "lasar" / "stage2" / "latent_train_data"),
+                           "--rollout_depth", "fixed", "--fixed_depth", "0", "--terminal_align_weight", "0")
+    assert list(summary["results"]) == ["Stage 1 + GRPO (N=0)", "most-popular"]
+    assert summary["stage2_before_rl"] is None
+    assert summary["results"]["Stage 1 + GRPO (N=0)"]["depth_histogram"] == {"0": 12}

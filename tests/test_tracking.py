@@ -26,7 +26,7 @@ def test_stage2_metrics_reach_tensorboard(smol_tokenizer, tiny_sid_map, tmp_path
     trainer.train()
     tags = logged_tags(tmp_path / "run")
     assert {"train/loss", "train/ce", "train/align_kl", "train/mean_depth", "train/depth_ce",
-            "train/latent_norm_ratio"} <= tags, tags
+            "train/depth_accuracy", "train/latent_norm_ratio"} <= tags, tags
 
 
 def test_grpo_metrics_reach_tensorboard(smol_tokenizer, tiny_sid_map, tmp_path):
@@ -37,5 +37,6 @@ def test_grpo_metrics_reach_tensorboard(smol_tokenizer, tiny_sid_map, tmp_path):
     tags = logged_tags(tmp_path / "run")
     depth_histogram = {tag for tag in tags if tag.startswith("train/depth/frac_")}
     assert {"train/reward", "train/rewards/ranking/mean", "train/depth/mean", "train/depth/baseline",
-            "train/terminal_kl", "train/depth/policy_entropy", "train/invalid_rate"} <= tags, tags
+            "train/terminal_kl", "train/depth/policy_entropy", "train/depth/reinforce_loss", "train/latent_norm_ratio",
+            "train/invalid_rate"} <= tags, tags
     assert len(depth_histogram) >= 2, tags
