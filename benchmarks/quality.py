@@ -13,7 +13,8 @@ from the same Stage-1 checkpoint, on the same Stage-2 rows and CoTs, the recipes
 - "explicit CoT": recipes/sft_explicit_cot.py (rationale as text, then the SID).
 
 Every variant, and most-popular, is evaluated by the same code on the same test users with
-`exclude_history`. Each trained folder is reused when complete, so a rerun only evaluates.
+`exclude_history`. Each trained folder is reused when complete, and a (dataset, seed) already in
+`--output_json` at the same budget is kept: an interrupted benchmark resumes where it stopped.
 Results are per seed, with mean and spread (max - min) over the seeds a dataset has, and each variant's
 training minutes (the Trainer's `train_runtime`, on top of the shared Stage 1; LASAR's are
 Stage 2 + Stage 3).
@@ -137,13 +138,22 @@ def main() -> None:
     torch.set_num_threads(len(os.sched_getaffinity(0)))
 
     # Seeds outer, datasets inner, and the JSON rewritten after every finished run: a run stopped early
-    # (or a budget that allows only one seed of a dataset) leaves a valid report of what was measured.
+    # (or a budget that allows only one seed of a dataset) leaves a valid report of what was measured,
+    # and running the same budget again into the same JSON measures only the runs it lacks.
     report = {"command": command_line(), "budget": args.budget, "seeds": seeds, "complete": False,
               "machine": machine_info("cpu", torch.float32), "datasets": {}}
+    if os.path.isfile(args.output_json):
+        with open(args.output_json) as f:
+            earlier = json.load(f)
+        if earlier["budget"] == args.budget:
+            report["datasets"] = {spec: r for spec, r in earlier["datasets"].items() if spec in dataset_specs}
     for seed in seeds:
         for spec in dataset_specs:
             result = report["datasets"].setdefault(spec, {"seeds": [], "evaluation": {}, "variants": {},
                                                           "commands": {}, "run_dirs": {}})
+            if seed in result["seeds"]:
+                print(f"{spec} seed {seed}: already in {args.output_json}", flush=True)
+                continue
             run_dir = os.path.join(variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")),
                                    f"seed{seed}")
             checkpoints, result["commands"][seed], minutes = train_variants(spec, seed, run_dir, args)
@@ -168,9 +178,11 @@ def main() -> None:
                 variant["mean"], variant["spread"] = summarize(variant["per_seed"])
             result["seeds"].append(seed)
             result["run_dirs"][seed] = run_dir
-            report["complete"] = seed == seeds[-1] and spec == dataset_specs[-1]
+            report["complete"] = all(s in report["datasets"].get(d, {"seeds": []})["seeds"]
+                                     for s in seeds for d in dataset_specs)
             write_json_atomic(args.output_json, report)
             print(f"wrote {args.output_json} ({spec}, seed {seed})", flush=True)
+
 
 if __name__ == "__main__":
     main()

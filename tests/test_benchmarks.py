@@ -23,6 +23,7 @@ def test_gpu_smoke_runs_every_stage_on_a_tiny_backbone(smol_path, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done.stdout
     report = json.loads(output.read_text())
     assert list(report["stages"]) == ["stage1_sft", "stage2_latent_sft", "stage3_grpo"]
     for stage, result in report["stages"].items():
@@ -37,12 +38,13 @@ QUALITY_VARIANTS = ["Stage 1 (N=0)", "LASAR without RL (Stage 2)", "LASAR (Stage
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def run_benchmark(script: str, *flags: str) -> None:
+def run_benchmark(script: str, *flags: str) -> str:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PATH": os.path.dirname(sys.executable) + os.pathsep
            + os.environ.get("PATH", "")}
     done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *flags], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done.stdout
 
 
 def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir, tmp_path):
@@ -56,10 +58,13 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
     dataset = f"recbole:{tiny_recbole_dir}"
     configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset)
     quality_json, latency_json = tmp_path / "quality.json", tmp_path / "latency.json"
-    run_benchmark("quality.py", "--budget", "smoke", "--datasets", dataset, "--variants_dir", str(tmp_path / "q"),
-                  f"--main_job_flags=--stage1_config {configs['stage1_config']} --logging_steps 1",
-                  "--output_json", str(quality_json))
+    quality_flags = ["--budget", "smoke", "--datasets", dataset, "--variants_dir", str(tmp_path / "q"),
+                     f"--main_job_flags=--stage1_config {configs['stage1_config']} --logging_steps 1",
+                     "--output_json", str(quality_json)]
+    run_benchmark("quality.py", *quality_flags)
     quality = json.loads(quality_json.read_text())
+    assert "already in" in run_benchmark("quality.py", *quality_flags)  # a rerun keeps what was measured
+    assert json.loads(quality_json.read_text()) == quality
     assert quality["budget"] == "smoke" and quality["seeds"] == [42] and quality["complete"]
     result = quality["datasets"][dataset]
     assert result["seeds"] == [42]
