@@ -99,19 +99,22 @@ def depth_section(quality: dict, out_dir: Path) -> list[str]:
     figure, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
     lines = ["## Depth before and after RL", ""]
     for axis, (name, result) in zip(axes[0], datasets):
+        seen: set[int] = set()
         for offset, label in ((-0.2, BEFORE_RL), (0.2, AFTER_RL)):
             counts: dict[int, int] = {}
             for seed_result in result["variants"][label]["per_seed"].values():
                 for depth, count in seed_result["depth_histogram"].items():
                     counts[int(depth)] = counts.get(int(depth), 0) + count
             depths = sorted(counts)
+            seen.update(depths)
             axis.bar([d + offset for d in depths], [counts[d] for d in depths], width=0.4, label=label)
             mean = result["variants"][label]["mean"]["mean_depth"]
             lines.append(f"- {name}, {label}: mean depth {mean:.2f}, histogram {dict(sorted(counts.items()))}")
         axis.set_title(name, fontsize=9)
+        axis.set_xticks(range(min(seen), max(seen) + 1))  # depths are whole steps
         axis.set_xlabel("latent depth N")
         axis.set_ylabel("requests (all seeds)")
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="lower center")
     save(figure, out_dir / "depth_histograms.png")
     return [*lines, "", "![depth histograms](results/depth_histograms.png)", ""]
 
