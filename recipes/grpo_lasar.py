@@ -163,7 +163,7 @@ def train_grpo(stage2_dir, rows: str, script_args, training_args: LasarGRPOConfi
     train_save_and_evaluate(trainer, sid_map, data, replace(script_args, evaluate_after_training=False), "lasar")
 
 
-def evaluate_variants(variants: dict, stage2_dir: str, data, script_args: RecScriptArguments, scale: str):
+def evaluate_variants(variants: dict, stage2_dir: str | None, data, script_args: RecScriptArguments, scale: str):
     """Every (checkpoint, forced depth) variant and most-popular on the same requests, and the
     depths Stage 2 chose before RL (its Policy Head on the same prompts; no search needed)."""
     windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
@@ -178,7 +178,7 @@ def evaluate_variants(variants: dict, stage2_dir: str, data, script_args: RecScr
         )
     results["most-popular"] = most_popular_baseline(data, windows, exclude_items=exclude)
     before_rl = None
-    if has_lasar(stage2_dir):  # not for GRPO from a Stage-1 checkpoint (no Policy Head to ask)
+    if stage2_dir:  # None for GRPO from a Stage-1 checkpoint: no Policy Head to ask
         model, tokenizer, sid_map = load_recommender(stage2_dir)
         depths = policy_depths(model, tokenizer, sid_map, [w.history for w in windows], script_args.eval_batch_size)
         before_rl = {"mean_depth": sum(depths) / len(depths), "depth_histogram": depth_histogram(depths)}
@@ -230,7 +230,8 @@ def main(argv: list[str]) -> None:
     if not (job.evaluate and PartialState().is_main_process):
         return
     header("Evaluation")
-    if has_lasar(stage2_dir):
+    latent = has_lasar(stage2_dir)
+    if latent:
         variants = {
             "LASAR (Stage 3, Policy Head depth)": (grpo_dir, None),
             f"LASAR forced to N={job.ablation_depth} (ablation)": (grpo_dir, job.ablation_depth),
@@ -240,7 +241,7 @@ def main(argv: list[str]) -> None:
     if stage1_dir:
         variants["Stage 1 (N=0)"] = (stage1_dir, None)
     scale = "smoke test" if job.smoke else job.scale
-    results, before_rl, table = evaluate_variants(variants, stage2_dir, data, script_args, scale)
+    results, before_rl, table = evaluate_variants(variants, stage2_dir if latent else None, data, script_args, scale)
     print(table, flush=True)
     summary = {
         "scale": scale,
