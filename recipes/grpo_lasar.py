@@ -165,7 +165,7 @@ def train_grpo(stage2_dir, rows: str, script_args, training_args: LasarGRPOConfi
 
 def evaluate_variants(variants: dict, stage2_dir: str | None, data, script_args: RecScriptArguments, scale: str):
     """Every (checkpoint, forced depth) variant and most-popular on the same requests, and the
-    depths Stage 2 chose before RL (its Policy Head on the same prompts; no search needed)."""
+    depths Stage 2 chose before RL, given `stage2_dir` (its Policy Head on the same prompts)."""
     windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
     exclude = [data.seen_items(script_args.eval_split, w) for w in windows] if script_args.exclude_history else None
     results = {}
