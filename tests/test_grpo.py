@@ -1,6 +1,7 @@
 """Stage 3 (LasarGRPOTrainer): rollouts, log-probs through the latent trajectory, the extra
 losses, depth learning by REINFORCE, reference models, resume, configs."""
 
+import logging
 import math
 import os
 
@@ -10,12 +11,13 @@ from transformers import AutoTokenizer
 
 from conftest import make_tiny_model
 from lasar_trl.data.tasks import recommendation_dataset
+from lasar_trl.evaluation.recommend import sid_beam_search, sid_sample
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar, save_lasar, split_lasar_state
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.trainers.lasar_grpo_config import LasarGRPOConfig
-from lasar_trl.trainers.lasar_grpo_trainer import BASELINE_FILE, LasarGRPOTrainer
+from lasar_trl.trainers.lasar_grpo_trainer import BASELINE_FILE, LasarGRPOTrainer, prompt_groups
 from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint
 
 GROUP = 4
@@ -248,6 +250,8 @@ def test_with_lora_the_reference_is_the_disabled_adapter(smol_tokenizer, tiny_si
         (dict(rollout_depth="fixed", fixed_depth=-1), "fixed_depth"),
         (dict(rollout_decoding="nucleus"), "rollout_decoding"),
         (dict(rollout_num_beams=0), "rollout_num_beams"),
+        (dict(rollout_decoding="beam_group", rollout_num_beams=GROUP - 1), "rollout_num_beams"),
+        (dict(rollout_decoding="beam_group", depth_baseline="group_mean"), "depth_baseline=ema"),
         (dict(depth_baseline="median"), "depth_baseline"),
         (dict(depth_baseline_decay=1.0), "depth_baseline_decay"),
         (dict(depth_cost=-0.1), "depth_cost"),
@@ -261,6 +265,20 @@ def test_with_lora_the_reference_is_the_disabled_adapter(smol_tokenizer, tiny_si
 def test_invalid_configs_fail_with_the_field_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         grpo_args(tmp_path, **overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(per_device_train_batch_size=6), "per_device_train_batch_size"),
+        (dict(eval_strategy="steps", per_device_eval_batch_size=6), "per_device_eval_batch_size"),
+    ],
+)
+def test_beam_groups_must_not_straddle_processes(tmp_path, monkeypatch, overrides, message):
+    """On 2 processes TRL accepts 6 rows per process for groups of 4, which splits a group."""
+    monkeypatch.setattr(LasarGRPOConfig, "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match=message):
+        grpo_args(tmp_path, rollout_decoding="beam_group", rollout_num_beams=GROUP, **overrides)
 
 
 def test_greedy_rollouts_at_argmax_depth_repeat_within_a_group(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
@@ -294,3 +312,89 @@ def test_gradient_accumulation_carries_each_rows_depth_into_its_micro_batch(
     assert [len(depths) for depths in micro_batches] == [4, 4]
     assert sorted(torch.cat(micro_batches).tolist()) == sorted(trainer._rollouts.depths.tolist())
     assert all(math.isfinite(v) for v in logged(trainer, "loss"))
+
+
+def test_prompt_groups_are_runs_of_identical_prompts_cut_at_the_group_size():
+    a, b = [1, 2], [3]
+    assert prompt_groups([a, a, b, b, b, b, a], GROUP) == ([a, b, a], [2, 4, 1])  # a slice from mid-group
+    assert prompt_groups([a] * 6, GROUP) == ([a, a], [4, 2])  # two groups of one prompt
+
+
+def left_padded(trainer, prompt_ids) -> dict[str, torch.Tensor]:
+    width, pad = max(map(len, prompt_ids)), trainer.processing_class.pad_token_id
+    return {
+        "input_ids": torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids]),
+        "attention_mask": torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids]),
+    }
+
+
+@pytest.mark.parametrize("decoding", ["sample", "beam"])
+def test_grouped_prefill_gives_the_rollouts_of_prefilling_every_row(
+    smol_tokenizer, tiny_sid_map, stage2, tmp_path, monkeypatch, decoding
+):
+    """Each run of identical prompts (here from mid-group) is prefilled once, then every row
+    draws its own depth: sequences, depths and SID log-probs are those of `sid_sample` /
+    `sid_beam_search` prefilling every row, under the same seed."""
+    import lasar_trl.modeling.latent as latent
+
+    decoder_forward, prefill_rows = latent.decoder_forward, []
+
+    def recording(model, attention_mask, cache, input_ids=None, inputs_embeds=None):
+        if input_ids is not None:  # the latent steps feed embeddings
+            prefill_rows.append(len(input_ids))
+        return decoder_forward(model, attention_mask, cache, input_ids=input_ids, inputs_embeds=inputs_embeds)
+
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", rollout_decoding=decoding,
+                           rollout_num_beams=3)
+    prompts = [p for p in grpo_dataset(tiny_sid_map)["prompt"][:3] for _ in range(GROUP)][2:]
+    prompt_ids = smol_tokenizer(prompts)["input_ids"]
+    monkeypatch.setattr(latent, "decoder_forward", recording)
+    torch.manual_seed(7)
+    completions, _ = trainer._generate_single_turn(prompt_ids, None, {}, GROUP)
+    assert prefill_rows == [3]  # runs of 2, 4 and 4 rows
+    grouped = trainer._rollouts
+    torch.manual_seed(7)
+    decode = dict(trie=trainer.trie, num_steps=trainer._depth_choice(),
+                  latent_projection=get_lasar(trainer.hf_model).latent_projection)
+    if decoding == "sample":
+        alone = sid_sample(trainer.model, **left_padded(trainer, prompt_ids), temperature=1.0, **decode)
+        sequences, sid_logprob = alone.sequences, alone.log_probs
+    else:
+        alone = sid_beam_search(trainer.model, **left_padded(trainer, prompt_ids), num_beams=3, **decode)
+        sequences, sid_logprob = alone.sequences[:, 0], alone.scores[:, 0]
+    assert prefill_rows == [3, len(prompt_ids)]
+    assert [row[:-1] for row in completions] == sequences.tolist()
+    assert torch.equal(grouped.depths, alone.depths)
+    torch.testing.assert_close(grouped.sid_logprob, sid_logprob, rtol=1e-5, atol=1e-5)
+    groups = (slice(0, 2), slice(2, 6), slice(6, 10))
+    assert any(len(set(grouped.depths[rows].tolist())) > 1 for rows in groups)  # one group, several depths
+
+
+def test_beam_group_rollouts_are_the_top_beams_at_one_depth_per_group(
+    smol_tokenizer, tiny_sid_map, stage2, tmp_path, caplog
+):
+    """MiniOneRec's rollouts: G distinct real items per prompt, best first, one sampled depth
+    per group, scored by the loss at their own log-probs; and GRPO trains on them."""
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", rollout_decoding="beam_group",
+                           rollout_num_beams=GROUP + 1, max_steps=2)
+    prompts = [p for p in grpo_dataset(tiny_sid_map)["prompt"][:4] for _ in range(GROUP)]
+    prompt_ids = smol_tokenizer(prompts)["input_ids"]
+    torch.manual_seed(0)
+    completions, _ = trainer._generate_single_turn(prompt_ids, None, {}, GROUP)
+    rollouts = trainer._rollouts
+    assert rollouts.valid.all()
+    depths = rollouts.depths.view(-1, GROUP)
+    assert (depths == depths[:, :1]).all() and len(set(depths[:, 0].tolist())) > 1  # sampled once per group
+    for start in range(0, len(completions), GROUP):
+        assert len({tuple(row) for row in completions[start : start + GROUP]}) == GROUP
+    logprobs = rollouts.sid_logprob.view(-1, GROUP)
+    assert (logprobs[:, :-1] >= logprobs[:, 1:]).all()
+    logps = score(trainer, prompt_ids, completions)
+    assert logps[:, :tiny_sid_map.sid_length].sum(-1) == pytest.approx(rollouts.sid_logprob, abs=1e-4)
+    trainer.train()
+    assert logged(trainer, "invalid_rate") == [0.0, 0.0]
+    assert all(math.isfinite(loss) for loss in logged(trainer, "loss")) and logged(trainer, "depth/policy_entropy")
+    with caplog.at_level(logging.WARNING):  # the rollouts of a group differ even at argmax depth
+        make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "argmax", rollout_decoding="beam_group",
+                     rollout_num_beams=GROUP, rollout_depth="argmax")
+    assert "GRPO learns nothing" not in caplog.text

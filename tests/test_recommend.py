@@ -244,6 +244,29 @@ def test_greedy_sampling_is_one_beam_search(tiny_recommender):
     torch.testing.assert_close(greedy.log_probs, beam.scores[:, 0], rtol=1e-5, atol=1e-5)
 
 
+def test_group_sizes_prefill_each_prompt_once_and_decode_as_repeated_rows(tiny_recommender):
+    """Prompt b prefilled once for group_sizes[b] rows, each at its own depth, decodes as
+    those rows prefilled one by one."""
+    model, tokenizer, sid_map = tiny_recommender
+    trie = SidTrie.from_sid_map(sid_map, tokenizer)
+    histories, sizes = [["1", "2", "3", "4"], ["7"]], [3, 1]
+    depths = torch.tensor([0, 2, 3, 1])  # per row of the result
+    grouped_batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in histories], "cpu")
+    repeated = [h for h, size in zip(histories, sizes) for _ in range(size)]
+    batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in repeated], "cpu")
+    group_sizes = torch.tensor(sizes)
+    beam = sid_beam_search(model, **batch, trie=trie, num_beams=4, num_steps=depths)
+    grouped = sid_beam_search(model, **grouped_batch, trie=trie, num_beams=4, num_steps=depths,
+                              group_sizes=group_sizes)
+    assert torch.equal(grouped.sequences, beam.sequences) and torch.equal(grouped.depths, depths)
+    torch.testing.assert_close(grouped.scores, beam.scores, rtol=1e-5, atol=1e-5)
+    greedy = sid_sample(model, **batch, trie=trie, temperature=0.0, num_steps=depths)
+    grouped = sid_sample(model, **grouped_batch, trie=trie, temperature=0.0, num_steps=depths,
+                         group_sizes=group_sizes)
+    assert torch.equal(grouped.sequences, greedy.sequences)
+    torch.testing.assert_close(grouped.log_probs, greedy.log_probs, rtol=1e-5, atol=1e-5)
+
+
 def test_prompts_must_end_in_bot_once_tokenized(tiny_recommender):
     _, tokenizer, sid_map = tiny_recommender
     assert encode_prompts(tokenizer, [history_prompt(["1"], sid_map)], "cpu")["input_ids"][0, -1] == (

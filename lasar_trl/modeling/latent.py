@@ -62,16 +62,27 @@ def run_latent_loop(
     *,
     max_steps: int | None = None,
     latent_projection: nn.Module | None = None,
+    group_sizes: torch.Tensor | None = None,
 ) -> LatentTrajectory:
     """Prefill the left-padded prompts (B, P) ending in `<bot>`, then run N_i latent steps per row.
 
     num_steps: (B,) depths, or a function of h_0 (B, H) that returns them (the Policy
     Head's choice, made after the prefill). `max_steps` (>= max N_i) lets every process of
     a distributed run do the same number of forward calls.
+
+    `group_sizes` (B,): prompt b stands for group_sizes[b] consecutive rows of the result
+    (an RL group), so it is prefilled once and its KV cache repeated; the depths (one per
+    result row) are chosen after that, so each row still draws its own.
     """
     cache = DynamicCache(config=model.config)
     with cache_kept_under_checkpointing(model):
         first_state = decoder_forward(model, attention_mask, cache, input_ids=input_ids)[:, -1]  # (B, H)
+        if group_sizes is not None:
+            rows = torch.arange(len(group_sizes), device=first_state.device).repeat_interleave(
+                group_sizes.to(first_state.device)
+            )
+            cache.reorder_cache(rows)
+            first_state, attention_mask = first_state[rows], attention_mask[rows]
         num_steps = (num_steps(first_state) if callable(num_steps) else num_steps).to(first_state.device)
         total_steps = int(num_steps.max()) if max_steps is None else max_steps
         if len(num_steps) and int(num_steps.max()) > total_steps:

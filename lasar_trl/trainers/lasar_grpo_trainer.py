@@ -4,7 +4,19 @@
 extra loss terms; batching, advantages, loss types, clipping, the reference model,
 checkpointing and logging are TRL's. Per prompt, G rollouts each draw a depth N_i
 (Policy Head sample, argmax or fixed), run N_i latent steps and decode one SID under
-the trie. How a rollout's depth reaches the loss:
+the trie (`rollout_decoding=sample` or `beam`).
+
+Rollouts prefill each prompt once per group: TRL repeats a prompt G times in a row, so
+runs of identical prompts (not assumed to be whole groups: a process's slice may start
+mid-group) are prefilled once and their KV cache repeated per row before the depths are
+drawn; each row then draws its own N_i and runs its own latent steps, so the rollouts are
+those of prefilling every row.
+
+`rollout_decoding=beam_group` is MiniOneRec's rollout: one depth per group (drawn once from
+the prompt's h_0) and one constrained beam search per prompt, whose top G beams are the
+group: G distinct items, each with its own SID log-prob for the ranking reward.
+
+How a rollout's depth reaches the loss:
 
 1. `_generate_single_turn` runs the rollouts and keeps depths and SID log-probs on the
    trainer (TRL's hook returns only completion ids);
@@ -57,6 +69,21 @@ class Rollouts:
     valid: torch.Tensor  # (B,) the SID is a real item's
 
 
+def prompt_groups(prompt_ids: list[list[int]], group_size: int) -> tuple[list[list[int]], list[int]]:
+    """The distinct prompts of a rollout batch and how many consecutive rows each stands for.
+
+    Runs of identical prompts, cut at `group_size`: a process's slice of the generation batch
+    may start or end mid-group, and two groups of one prompt may follow each other."""
+    prompts, sizes = [], []
+    for ids in prompt_ids:
+        if sizes and ids == prompts[-1] and sizes[-1] < group_size:
+            sizes[-1] += 1
+        else:
+            prompts.append(ids)
+            sizes.append(1)
+    return prompts, sizes
+
+
 class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrainer):
     """Stage-3 trainer: a drop-in for `GRPOTrainer` (pass `LasarGRPOConfig`, SID reward
     functions such as `lasar_trl.rewards.RankingReward`, and a Stage-2 checkpoint; a
@@ -90,7 +117,14 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
             self._prepare_reference(base)
         if args.terminal_align_weight > 0 and self._uses_latents:
             check_anchor_column(self.train_dataset, base.config.hidden_size, "train")
-        deterministic = args.rollout_depth != "sample" and (args.rollout_decoding == "beam" or args.temperature == 0)
+        group_size = max(self.num_generations, self.num_generations_eval)
+        if args.rollout_decoding == "beam_group" and len(self.sid_map) < group_size:  # else some beams are empty
+            raise ValueError(
+                f"rollout_decoding=beam_group: a group is {group_size} distinct items, the catalog has only "
+                f"{len(self.sid_map)}"
+            )
+        greedy = args.rollout_decoding == "sample" and args.temperature == 0
+        deterministic = args.rollout_depth != "sample" and (args.rollout_decoding == "beam" or greedy)  # not beam_group
         if deterministic:
             logger.warning(
                 "rollout_depth=%s with %s decoding: all rollouts of a prompt are identical, so every advantage is 0 "
@@ -147,10 +181,12 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         for row, ids in enumerate(prompt_ids):
             if not ids or ids[-1] != self.bot_token_id:
                 raise ValueError(f"prompt {row} of the batch does not end in {BOT_TOKEN} once tokenized")
-        width = max(map(len, prompt_ids))
+        prompts, sizes = prompt_groups(prompt_ids, num_generations)
+        width = max(map(len, prompts))
         pad_id = self.processing_class.pad_token_id
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompt_ids], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=device)
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+        group_sizes = torch.tensor(sizes, device=device)
         max_steps = None  # with several processes, all run the same number of latent forward calls
         if self.accelerator.num_processes > 1:
             max_steps = self.args.fixed_depth if self.args.rollout_depth == "fixed" else self.lasar.config.n_max
@@ -166,16 +202,31 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
                 trie=self.trie, num_steps=self._depth_choice(), max_steps=max_steps,
                 latent_projection=self.lasar.latent_projection if self.lasar else None,
             )
-            if self.args.rollout_decoding == "beam":
-                beams = self.args.rollout_num_beams
-                output = sid_beam_search(model, input_ids, attention_mask, num_beams=beams, **decode)
-                sequences, sid_logprob, leaves = output.sequences[:, 0], output.scores[:, 0], output.leaf_nodes[:, 0]
-            else:
-                output = sid_sample(model, input_ids, attention_mask, temperature=self.args.temperature, **decode)
-                sequences, sid_logprob, leaves = output.sequences, output.log_probs, output.leaf_nodes
-        self._rollouts = Rollouts(output.depths, sid_logprob, valid=self.trie.items_of(leaves) >= 0)
+            sequences, sid_logprob, leaves, depths = self._decode(model, input_ids, attention_mask, group_sizes, decode)
+        self._rollouts = Rollouts(depths, sid_logprob, valid=self.trie.items_of(leaves) >= 0)
         eos = self.processing_class.eos_token_id
         return [row + [eos] for row in sequences.tolist()], None
+
+    def _decode(
+        self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, group_sizes: torch.Tensor, decode: dict
+    ) -> tuple[torch.Tensor, ...]:
+        """SID tokens, SID log-probs, trie leaves and depths of the rollout rows; prompt b of
+        `input_ids` stands for the group_sizes[b] rows that follow, and is prefilled once."""
+        decoding, beams = self.args.rollout_decoding, self.args.rollout_num_beams
+        if decoding == "beam_group":  # one search and one depth per group: its top group_sizes[b] beams
+            output = sid_beam_search(model, input_ids, attention_mask, num_beams=beams, **decode)
+            kept = torch.arange(beams, device=group_sizes.device) < group_sizes.unsqueeze(1)  # (B, beams)
+            depths = output.depths.repeat_interleave(group_sizes)
+            return output.sequences[kept], output.scores[kept], output.leaf_nodes[kept], depths
+        if decoding == "beam":
+            output = sid_beam_search(
+                model, input_ids, attention_mask, num_beams=beams, group_sizes=group_sizes, **decode
+            )
+            return output.sequences[:, 0], output.scores[:, 0], output.leaf_nodes[:, 0], output.depths
+        output = sid_sample(
+            model, input_ids, attention_mask, temperature=self.args.temperature, group_sizes=group_sizes, **decode
+        )
+        return output.sequences, output.log_probs, output.leaf_nodes, output.depths
 
     def _generate(self, prompts: list):
         outputs = super()._generate(prompts)
