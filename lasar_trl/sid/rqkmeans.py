@@ -5,6 +5,10 @@ Pure torch, vectorised over points. Determinism: every random draw goes through 
 centroid index, and centroid sums accumulate in float64 with `index_add_` (a sequential
 reduction on CPU). Distances use one float32 matmul per iteration, so results are
 bit-identical for a fixed seed on the same machine and thread count.
+
+Balanced k-means (`balanced=True`) caps every cluster at ceil(n / k) items. Standard
+k-means on the residuals of a large codebook puts most items under a few near-origin
+centroids (docs/sids.md says why); the cap forces every code to carry a share of the items.
 """
 
 from __future__ import annotations
@@ -63,14 +67,69 @@ def _kmeans_plus_plus(
     return torch.cat(indices)
 
 
-def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means with greedy k-means++ seeding.
+def balanced_assignment(distances: Tensor, weights: Tensor, capacity: int) -> Tensor:
+    """Nearest-centroid assignment under a cap of `capacity` items per centroid: (m,) long.
+
+    distances (m, k) from each distinct point to each centroid; weights (m,) long, how many
+    identical items a point stands for (they move together). In rounds, every unplaced point
+    proposes to its nearest centroid with room for it and each centroid accepts its closest
+    proposers that fit, so a point settles for a farther centroid only when nearer ones are
+    full. A point of more identical items than the cap needs, and fills, an untouched
+    centroid; one that fits nowhere once rooms are fragmented goes to its nearest centroid
+    past the cap. Ties go to the lower centroid, then the lower point index. When no
+    centroid would exceed the cap this is the plain nearest-centroid assignment.
+    """
+    m, k = distances.shape
+    weights = weights.clamp_max(capacity)
+    room = torch.full((k,), capacity, dtype=torch.long)
+    assignment = torch.full((m,), -1, dtype=torch.long)
+    while True:
+        fits = (assignment < 0)[:, None] & (room >= weights[:, None])  # (m, k)
+        proposers = fits.any(1).nonzero().squeeze(1)
+        if proposers.numel() == 0:
+            break
+        choice = torch.where(fits[proposers], distances[proposers], math.inf).argmin(1)
+        # Group the proposers by centroid, closest first; stable sorts keep point order on ties.
+        order = torch.sort(distances[proposers, choice], stable=True).indices
+        order = order[torch.sort(choice[order], stable=True).indices]
+        proposers, choice = proposers[order], choice[order]
+        load = weights[proposers].cumsum(0)
+        counts = torch.unique_consecutive(choice, return_counts=True)[1]
+        starts = counts.cumsum(0) - counts
+        load_before_group = (load - weights[proposers])[starts].repeat_interleave(counts)
+        # The closest proposer always fits (it chose a centroid with room), so every round places one.
+        accepted = load - load_before_group <= room[choice]
+        assignment[proposers[accepted]] = choice[accepted]
+        room -= torch.zeros(k, dtype=torch.long).index_add_(0, choice[accepted], weights[proposers[accepted]])
+    unplaced = assignment < 0
+    assignment[unplaced] = distances[unplaced].argmin(1)
+    return assignment
+
+
+def _assign(
+    points: Tensor, point_norms: Tensor, counts: Tensor, centroids: Tensor, capacity: int | None
+) -> tuple[Tensor, Tensor]:
+    """Squared distance to, and index of, each point's centroid: nearest, or balanced under `capacity`."""
+    if capacity is None:
+        return _nearest(points, point_norms, centroids)
+    distances = torch.addmm(
+        point_norms[:, None] + centroids.square().sum(1), points, centroids.T, alpha=-2
+    ).clamp_min(0)  # (m, k)
+    assignment = balanced_assignment(distances, counts, capacity)
+    return distances.gather(1, assignment[:, None]).squeeze(1), assignment
+
+
+def kmeans(
+    x: Tensor, k: int, *, iters: int = 50, seed: int, balanced: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means with greedy k-means++ seeding; `balanced` caps clusters at ceil(n / k') items.
 
     x: (n, d) float. Returns centroids (k', d) in x's dtype and assignment (n,) long, where
     k' = min(k, number of distinct rows of x): duplicates are clustered once, with weights,
-    so identical items always share a code and k never exceeds what the data can fill.
-    A cluster that empties is re-seeded on the point farthest from its centroid (ties to
-    the lower point index). Stops early once assignments no longer change.
+    so identical items always share a code (even past the cap) and k never exceeds what the
+    data can fill. A cluster that empties is re-seeded on the point farthest from its
+    centroid (ties to the lower point index). Stops early once assignments no longer change;
+    the balanced assignment is greedy, so it may instead cycle until `iters`.
     """
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"kmeans needs a non-empty (n, d) tensor, got shape {tuple(x.shape)}")
@@ -81,12 +140,13 @@ def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int) -> tuple[Tensor, Te
     point_norms = points.square().sum(1)
     weighted_points = points.double() * counts[:, None]  # (m, d) float64 for the centroid sums
     k = min(k, points.shape[0])
+    capacity = math.ceil(x.shape[0] / k) if balanced else None
     generator = torch.Generator().manual_seed(seed)
     centroids = points[_kmeans_plus_plus(points, point_norms, weights, k, generator)]
 
     assignment = None
     for _ in range(iters):
-        min_dist, new_assignment = _nearest(points, point_norms, centroids)
+        min_dist, new_assignment = _assign(points, point_norms, counts, centroids, capacity)
         if assignment is not None and torch.equal(new_assignment, assignment):
             break
         assignment = new_assignment
@@ -102,23 +162,45 @@ def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int) -> tuple[Tensor, Te
             centroids[empty] = points[farthest]
     # After a converged break this equals `assignment`; after the last iteration it matches
     # the final centroids.
-    assignment = _nearest(points, point_norms, centroids)[1]
+    assignment = _assign(points, point_norms, counts, centroids, capacity)[1]
     return centroids.to(x.dtype), assignment[inverse]
 
 
+def auto_codebook_size(num_items: int, levels: int, leaves_per_item: int = 16) -> int:
+    """Smallest power of two k >= 2 with k ** levels >= leaves_per_item * num_items.
+
+    Enough code tuples that evenly spread items would rarely share one (1 - exp(-1/16), 6%),
+    as real codes are clumpier and the largest shared tuple must fit the disambiguation
+    level's k codes; and no more, so every code keeps many items to learn it from and the
+    first level leaves the next ones clusters to split (docs/sids.md).
+    """
+    if num_items < 1 or levels < 1:
+        raise ValueError(f"auto_codebook_size needs num_items >= 1 and levels >= 1, got {num_items}, {levels}")
+    size = 2
+    while size**levels < leaves_per_item * num_items:
+        size *= 2
+    return size
+
+
 def residual_kmeans(
-    x: Tensor, levels: int = 3, codebook_size: int = 256, *, seed: int = 0, iters: int = 50
+    x: Tensor,
+    levels: int = 3,
+    codebook_size: int = 256,
+    *,
+    seed: int = 0,
+    iters: int = 50,
+    balanced: bool = False,
 ) -> Tensor:
     """Residual quantisation: level l clusters what levels < l left unexplained.
 
     x: (n, d) item embeddings. Returns codes (n, levels) long; level l uses seed + l. Codes
     at a level stay below `codebook_size` (fewer are used when the residuals have fewer
-    distinct rows).
+    distinct rows). `balanced`: every level uses balanced k-means.
     """
     residual = x.float()
     codes = []
     for level in range(levels):
-        centroids, assignment = kmeans(residual, codebook_size, iters=iters, seed=seed + level)
+        centroids, assignment = kmeans(residual, codebook_size, iters=iters, seed=seed + level, balanced=balanced)
         codes.append(assignment)
         residual = residual - centroids[assignment]
     return torch.stack(codes, dim=1)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -94,18 +95,53 @@ def _disambiguate(
     return result
 
 
-def _describe(before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[str, ...]]) -> dict:
-    """Stats of a map `after` built from possibly colliding SIDs `before` (same items)."""
+def level_usage(codes: Sequence[Hashable], available: int) -> dict:
+    """How evenly one level spreads its items over its codes.
+
+    `codes`: the code of every item at this level; `available`: the codebook size.
+    normalised_entropy = entropy / log(min(available, items)), 1.0 when the items are spread
+    as evenly as the codebook allows (and when only one code is possible); largest_share is
+    the fraction of items under the most used code. Together they show a level that is
+    nearly flat even when every code is used once.
+    """
+    counts = Counter(codes)
+    total = len(codes)
+    entropy = -sum(count / total * math.log(count / total) for count in counts.values())
+    possible = min(available, total)
+    return {
+        "codes_used": len(counts),
+        "normalised_entropy": round(entropy / math.log(possible), 4) if possible > 1 else 1.0,
+        "largest_share": round(max(counts.values()) / total, 4),
+    }
+
+
+def _inferred_sizes(tokens: Mapping[str, tuple[str, ...]]) -> list[int]:
+    """Per SID position, the smallest codebook that holds its codes (largest code + 1)."""
+    length = len(next(iter(tokens.values())))
+    return [max(_token_key(sid[level])[1] for sid in tokens.values()) + 1 for level in range(length)]
+
+
+def _describe(
+    before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[str, ...]], available: Sequence[int]
+) -> dict:
+    """Stats of a map `after` built from possibly colliding SIDs `before` (same items).
+
+    `available`: codebook size per SID position of `after`, for the normalised entropy.
+    """
     groups = _collision_groups(before)
     shared = [count for count in groups.values() if count > 1]
     levels = len(next(iter(before.values())))
     sid_length = len(next(iter(after.values())))
+    usage = [level_usage([sid[level] for sid in after.values()], available[level]) for level in range(sid_length)]
     return {
         "num_items": len(after),
         "sid_length": sid_length,
         "levels": levels,
         "disambiguation_level": sid_length > levels,
-        "codes_used_per_level": [len({sid[level] for sid in after.values()}) for level in range(sid_length)],
+        "codes_used_per_level": [level["codes_used"] for level in usage],
+        "codebook_size_per_level": list(available),
+        "normalised_entropy_per_level": [level["normalised_entropy"] for level in usage],
+        "largest_code_share_per_level": [level["largest_share"] for level in usage],
         "shared_sids": len(shared),
         "items_in_shared_sids": sum(shared),
         "max_items_per_sid": max(groups.values()),
@@ -116,10 +152,13 @@ class SidMap:
     """Item id -> Semantic ID tokens; all SIDs unique and of one length (`sid_length`).
 
     `stats` (JSON-ready dict) says how the map was made: num_items, sid_length, levels
-    (quantisation levels before disambiguation), disambiguation_level (bool),
-    codes_used_per_level (distinct tokens at each SID position), shared_sids and
-    items_in_shared_sids (collisions before disambiguation), max_items_per_sid (largest
-    collision group, 1 when none); builders add embedding_source and its settings.
+    (quantisation levels before disambiguation), disambiguation_level (bool); per SID
+    position codes_used_per_level (distinct tokens), codebook_size_per_level (given, or
+    inferred as largest code + 1), normalised_entropy_per_level and
+    largest_code_share_per_level (see `level_usage`); shared_sids and items_in_shared_sids
+    (collisions before disambiguation: items_in_shared_sids counts the items whose quantised
+    codes equal another item's), max_items_per_sid (largest collision group, 1 when none);
+    builders add embedding_source and its settings.
     """
 
     def __init__(
@@ -128,7 +167,9 @@ class SidMap:
         self._tokens = {str(item): tuple(sid) for item, sid in tokens.items()}
         _check_tokens(self._tokens, where)
         self._by_sid = {"".join(sid): item for item, sid in self._tokens.items()}
-        self.stats = stats if stats is not None else _describe(self._tokens, self._tokens)
+        if stats is None:
+            stats = _describe(self._tokens, self._tokens, _inferred_sizes(self._tokens))
+        self.stats = stats
 
     @classmethod
     def from_codes(
@@ -138,8 +179,12 @@ class SidMap:
         *,
         disambiguate: bool = True,
         disambiguation_size: int = 256,
+        codebook_size: int | None = None,
     ) -> SidMap:
         """Tokens `<a_i><b_j><c_k>` from codes (n, L) long, row r for item_ids[r].
+
+        `codebook_size`: codes available at each quantised level, for the stats (None: the
+        largest code + 1).
 
         With `disambiguate`, every item gets one more level (`<d_0>` for the first item of
         a code tuple in item order, `<d_1>` for the second, ...), so all SIDs are unique
@@ -160,7 +205,8 @@ class SidMap:
             for item, row in zip(item_ids, codes.tolist())
         }
         after = _disambiguate(before, LEVEL_LETTERS[levels], disambiguation_size) if disambiguate else before
-        return cls(after, _describe(before, after))
+        sizes = [codebook_size] * levels if codebook_size is not None else _inferred_sizes(before)
+        return cls(after, _describe(before, after, sizes + [disambiguation_size] * disambiguate))
 
     @classmethod
     def from_shipped(cls, shipped: Mapping[str, Sequence[str]], *, disambiguation_size: int = 256) -> SidMap:
@@ -173,8 +219,9 @@ class SidMap:
         before = {item: tuple(shipped[item]) for item in sorted_item_ids(shipped)}
         _check_tokens(before, "shipped SID map", unique=False)
         groups = _collision_groups(before)
+        sizes = _inferred_sizes(before)
         if max(groups.values()) == 1:
-            return cls(before, _describe(before, before))
+            return cls(before, _describe(before, before, sizes))
         letters = {TOKEN_RE.fullmatch(token).group(1) for sid in before.values() for token in sid}
         last = max(letters)
         if any(len(letter) > 1 for letter in letters) or last == LEVEL_LETTERS[-1]:
@@ -183,7 +230,7 @@ class SidMap:
             )
         letter = LEVEL_LETTERS[LEVEL_LETTERS.index(last) + 1]
         after = _disambiguate(before, letter, disambiguation_size)
-        sid_map = cls(after, _describe(before, after))
+        sid_map = cls(after, _describe(before, after, [*sizes, disambiguation_size]))
         logger.info(
             "shipped SID map: %d SIDs shared by %d items; appended disambiguation level <%s_*>",
             sid_map.stats["shared_sids"], sid_map.stats["items_in_shared_sids"], letter,
