@@ -28,6 +28,23 @@ class RecScriptArguments:
         default=False, metadata={"help": "Use the SID map that ships with the data (LETTER, MiniOneRec)."}
     )
     max_history: int = field(default=10, metadata={"help": "Items of history per sample (sliding windows)."})
+    prompt_template: str = field(
+        default="english",
+        metadata={
+            "help": "Stage 1 only (later stages read the checkpoint's): `english` wraps the history's SIDs in a "
+            "sentence; `compact` is the SIDs alone, each followed by <bot> (for a backbone trained from scratch).",
+            "choices": ["english", "compact"],
+        },
+    )
+    stage1_layout: str = field(
+        default="windows",
+        metadata={
+            "help": "Stage 1 only: `windows` trains one row per sliding window; `sequences` trains one causal pass "
+            "per user over the compact prompt layout, with the loss on every next item (needs "
+            "prompt_template=compact).",
+            "choices": ["windows", "sequences"],
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Train on a deterministic subset of this many samples (quick runs)."}
     )
@@ -49,6 +66,9 @@ class RecScriptArguments:
             raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
         if self.max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        if self.stage1_layout == "sequences" and self.prompt_template != "compact":
+            raise ValueError("stage1_layout=sequences needs prompt_template=compact: only compact prompts are "
+                             "prefixes of a user's sequence")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
 

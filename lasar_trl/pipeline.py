@@ -18,7 +18,7 @@ from .configs import CotArguments, RecScriptArguments
 from .cot.dataset import history_text, metadata_rationales
 from .cot.teacher import HFTeacher, OpenAITeacher, generate_cached, rationale_request
 from .data.schema import DataFormatError, RecData, Window
-from .data.tasks import history_prompt
+from .data.tasks import history_prompt, title_history_prompt, title_tasks
 from .atomic import write_json_atomic
 from .evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
 from .modeling.checkpoint import SID_MAP_FILE, check_same_sid_map, load_recommender
@@ -31,18 +31,32 @@ LATENT_TRAIN_DATA = "latent_train_data"  # Stage 2's rows with anchors, saved be
 
 
 def setup_run(training_args: TrainingArguments) -> None:
-    """Seed, log format and verbosity of a recipe; on CPU, one process uses every core.
+    """Seed, log format and verbosity of a recipe; on CPU, one process uses every core
+    unless the user chose a thread count.
 
     `accelerate launch` sets OMP_NUM_THREADS=1 unless given `--num_cpu_threads_per_process`
     (or a `use_cpu` config), which halves a 2-core machine's speed for no gain when a
-    single process does all the work.
+    single process does all the work. A thread count the user set (OMP_NUM_THREADS outside
+    `accelerate launch`, or LASAR_NUM_THREADS anywhere) is kept.
     """
     set_seed(training_args.seed)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    single_process = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) == 1
-    if single_process and not torch.cuda.is_available():
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(cpu_threads(os.environ, len(os.sched_getaffinity(0)), torch.get_num_threads()))
+
+
+def cpu_threads(environ: dict[str, str], cores: int, current: int) -> int:
+    """Torch threads for this process: LASAR_NUM_THREADS if set; the current count on a GPU, under
+    several processes, or when the user set OMP_NUM_THREADS; else every core.
+    `accelerate launch` exports OMP_NUM_THREADS=1 on its own when the user set nothing
+    (ACCELERATE_* variables tell it launched us), and passes a user's value through."""
+    if environ.get("LASAR_NUM_THREADS"):
+        return int(environ["LASAR_NUM_THREADS"])
+    launched_by_accelerate = any(name.startswith("ACCELERATE_") for name in environ)
+    user_chose = "OMP_NUM_THREADS" in environ and not (launched_by_accelerate and environ["OMP_NUM_THREADS"] == "1")
+    if torch.cuda.is_available() or int(environ.get("LOCAL_WORLD_SIZE", "1")) > 1 or user_chose:
+        return current
+    return cores
 
 
 def prepare_sid_map(script_args: RecScriptArguments, data: RecData, model_path: str, output_dir: str) -> SidMap:
@@ -145,6 +159,20 @@ def load_stage1_checkpoint(model_args, script_args: RecScriptArguments, device, 
     return load_recommender(model_path, expected_map, dtype=model_args.dtype, device=device)
 
 
+def scratch_tokenizer_texts(data: RecData, sid_map: SidMap, max_rationales: int = 2000) -> list[str]:
+    """What a tokenizer trained from scratch must read well: the prompt templates with the
+    catalog's titles and categories, and the offline CoT writer's sentences (on a fixed
+    sample of the training windows)."""
+    windows = data.splits["train"]
+    sample = windows[:: max(1, len(windows) // max_rationales)]
+    texts = metadata_rationales(data, sid_map, sample)
+    if data.has_text:
+        texts += [prompt + completion for prompt, completion in title_tasks(data, sid_map)]
+        texts += [title_history_prompt(w.history, data.catalog) for w in sample]
+        texts += [" ".join(fields.values()) for fields in data.catalog.values() if fields]
+    return texts
+
+
 def training_windows(data: RecData, max_samples: int | None, seed: int) -> list[Window]:
     """The training windows, or a seeded random subset of `max_samples` of them (in data order)."""
     windows = data.splits["train"]
@@ -180,15 +208,17 @@ def rationales(
     windows: Sequence[Window],
     cache_dir: str,
     state: PartialState | None = None,
+    template: str = "english",
 ) -> list[str]:
     """One CoT per window from the configured source; teacher answers are cached in
-    `cache_dir/teacher.jsonl`, so an interrupted run resumes where it stopped. With `state`
+    `cache_dir/teacher.jsonl`, so an interrupted run resumes where it stopped. A CoT file is
+    keyed by the prompts of the model's `template`. With `state`
     (every process calling), each process asks the teacher its share of the windows, an HF
     teacher on that process's device."""
     if cot_args.cot_source == "metadata":
         return metadata_rationales(data, sid_map, windows)
     if cot_args.cot_source == "file":
-        return read_cot_file(cot_args.cot_file, [history_prompt(w.history, sid_map) for w in windows])
+        return read_cot_file(cot_args.cot_file, [history_prompt(w.history, sid_map, template) for w in windows])
     if cot_args.cot_source == "hf":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

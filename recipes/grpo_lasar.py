@@ -5,7 +5,8 @@ evaluation table.
     accelerate launch recipes/grpo_lasar.py --smoke true                      # minutes: CI-sized
     accelerate launch recipes/grpo_lasar.py --config recipes/grpo_lasar_paper.yaml   # paper scale, on GPUs
 
-Without `--config` it runs recipes/grpo_lasar.yaml (ml-100k, the embedded SmolLM2-135M).
+Without `--config` it runs recipes/grpo_lasar.yaml (ml-100k, the compact scratch:tiny backbone);
+recipes/grpo_lasar_smollm2.yaml runs it on the embedded SmolLM2-135M.
 Stages 1 and 2 run from their own recipes and configs (`stage1_config`, `stage2_config`)
 unless `--model_name_or_path` names a Stage-2 checkpoint (or a Stage-1 one, with `--rl_rows`
 and `--rollout_depth fixed --fixed_depth 0`: the MiniOneRec recipe); each stage is saved under

@@ -17,7 +17,7 @@ from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from lasar_trl.configs import CotArguments, RecScriptArguments
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import check_items_known, history_prompt
+from lasar_trl.data.tasks import check_items_known, history_prompt, prompt_template_of
 from lasar_trl.modeling.lasar import get_lasar
 from lasar_trl.pipeline import (
     load_stage1_checkpoint, rationales, setup_run, train_save_and_evaluate,
@@ -43,9 +43,10 @@ def main(script_args: RecScriptArguments, cot_args: CotArguments, training_args:
     # The samples and CoTs Stage 2 trains on (same seed and count), shared through the teacher cache.
     windows = training_windows(data, script_args.max_train_samples, training_args.seed)
     cache_dir = cot_args.cot_cache_dir or os.path.join(training_args.output_dir, "cot")
-    cots = rationales(cot_args, data, sid_map, windows, cache_dir, PartialState())
+    template = prompt_template_of(model)
+    cots = rationales(cot_args, data, sid_map, windows, cache_dir, PartialState(), template=template)
     train_dataset = Dataset.from_dict({
-        "prompt": [history_prompt(w.history, sid_map) for w in windows],
+        "prompt": [history_prompt(w.history, sid_map, template) for w in windows],
         "completion": [cot + EOT_TOKEN + sid_map.sid(w.target) for w, cot in zip(windows, cots)],
     })
     trainer = SidSFTTrainer(

@@ -19,7 +19,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 from lasar_trl.configs import CotArguments, RecScriptArguments
 from lasar_trl.cot.dataset import latent_sft_dataset
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import check_items_known
+from lasar_trl.data.tasks import check_items_known, prompt_template_of
 from lasar_trl.atomic import save_dataset_atomic
 from lasar_trl.pipeline import (
     LATENT_TRAIN_DATA, load_stage1_checkpoint, rationales, setup_run, train_save_and_evaluate,
@@ -44,7 +44,7 @@ def main(
     windows = training_windows(data, script_args.max_train_samples, training_args.seed)
     cache_dir = cot_args.cot_cache_dir or os.path.join(training_args.output_dir, "cot")
     state = PartialState()
-    cots = rationales(cot_args, data, sid_map, windows, cache_dir, state)
+    cots = rationales(cot_args, data, sid_map, windows, cache_dir, state, template=prompt_template_of(model))
     train_dataset = latent_sft_dataset(
         model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
         merge_threshold=cot_args.segment_merge_threshold, show_progress=state.is_local_main_process, state=state,

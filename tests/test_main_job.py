@@ -1,6 +1,7 @@
-"""The main job (`accelerate launch recipes/grpo_lasar.py`): end to end on the real 135M model and
-the embedded ml-100k, shrunk by `--smoke true`, then again, reusing every stage; and on a tiny
-model, its trackers in every stage and GRPO from a Stage-1 checkpoint (the MiniOneRec recipe)."""
+"""The main job (`accelerate launch recipes/grpo_lasar.py`): end to end on its default compact
+backbone and the embedded ml-100k, shrunk by `--smoke true`, then again, reusing every stage, then
+GRPO with LoRA from its Stage-2 folder; the same job on the real SmolLM2-135M (its yaml); and on a
+tiny model, its trackers in every stage and GRPO from a Stage-1 checkpoint (the MiniOneRec recipe)."""
 
 import json
 import os
@@ -12,17 +13,18 @@ import pytest
 RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "grpo_lasar.py")
 
 
-def run_main_job(run_dir) -> str:
+def run_main_job(run_dir, *flags: str) -> str:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", RECIPE, "--smoke", "true",
-               "--run_dir", str(run_dir), "--output_dir", str(run_dir / "stage3")]
+               "--run_dir", str(run_dir), "--output_dir", str(run_dir / "stage3"), *flags]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done.stdout
 
 
-@pytest.mark.real_model
-def test_main_job_runs_all_stages_then_reuses_them(smol_path, tmp_path):
+def test_main_job_runs_all_stages_then_reuses_them(tmp_path):
     first = run_main_job(tmp_path)
+    stage1_config = json.loads((tmp_path / "stage1" / "config.json").read_text())
+    assert stage1_config["prompt_template"] == "compact" and stage1_config["hidden_size"] == 64  # scratch:tiny
     for stage in ("stage1", "stage2", "stage3"):
         assert (tmp_path / stage / "stage_complete.json").is_file(), stage
     assert (tmp_path / "stage2" / "latent_train_data").is_dir()
@@ -49,6 +51,24 @@ def test_main_job_runs_all_stages_then_reuses_them(smol_path, tmp_path):
     again = json.loads((tmp_path / "summary.json").read_text())["results"]
     assert again["LASAR (Stage 3, Policy Head depth)"]["ndcg@10"] == results["LASAR (Stage 3, Policy Head depth)"][
         "ndcg@10"]
+
+    # The compact Stage-2 folder is an ordinary checkpoint: GRPO with LoRA from it, then the evaluation
+    lora = tmp_path / "lora"
+    run_main_job(lora, "--model_name_or_path", str(tmp_path / "stage2"), "--stage1_checkpoint",
+                 str(tmp_path / "stage1"), "--use_peft", "true", "--lora_r", "4")
+    assert (lora / "stage3" / "adapter_config.json").is_file()
+    lora_results = json.loads((lora / "summary.json").read_text())["results"]
+    assert lora_results["LASAR (Stage 3, Policy Head depth)"]["invalid_rate"] == 0.0
+
+
+@pytest.mark.real_model
+def test_main_job_on_the_llm_backbone(smol_path, tmp_path):
+    out = run_main_job(tmp_path, "--config", os.path.join(os.path.dirname(RECIPE), "grpo_lasar_smollm2.yaml"))
+    assert json.loads((tmp_path / "stage1" / "config.json").read_text())["model_type"] == "llama"
+    assert json.loads((tmp_path / "stage1" / "config.json").read_text()).get("prompt_template") == "english"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["results"]["LASAR (Stage 3, Policy Head depth)"]["num_samples"] == 16
+    assert "SMOKE TEST: ml-100k test, 16 users" in out
 
 
 def test_main_job_reports_every_stage_and_runs_grpo_from_stage1(smol_path, tiny_recbole_dir, tmp_path):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
@@ -150,3 +151,17 @@ def test_recipes_build_sids_train_and_evaluate(smol_tokenizer, tiny_recbole_dir,
     assert cot_json["mean_rationale_tokens"] >= 1 and cot_json["mean_depth"] == 0.0
     assert cot_json["invalid_rate"] == 0.0 and cot_json["num_samples"] == 4
     assert "<eot>" in (cot_out / "tokenizer_config.json").read_text() + (cot_out / "tokenizer.json").read_text()
+
+
+def test_labelled_positions_loss_equals_trls(smol_tokenizer, tiny_sid_map, tmp_path):
+    """Stage 1's LM head runs on labelled positions only: the same loss and metrics as TRL's fused head."""
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    ours = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=None)
+    ours_metrics = {key: trainer._metrics["train"][key][-1] for key in ("entropy", "mean_token_accuracy")}
+    trls = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch), num_items_in_batch=None)
+    assert torch.allclose(ours, trls, atol=1e-5)
+    for key, value in ours_metrics.items():
+        assert abs(trainer._metrics["train"][key][-1] - value) < 1e-4, key
+    ours.backward()  # and it trains the model through the wrapper the Trainer holds
+    assert trainer.model.get_input_embeddings().weight.grad.abs().sum() > 0

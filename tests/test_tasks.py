@@ -1,14 +1,23 @@
 import pytest
+import torch
 
+from conftest import make_tiny_model
+from lasar_trl.configs import RecScriptArguments
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.schema import DataFormatError, RecData, Window
+from lasar_trl.data.splits import leave_one_out
 from lasar_trl.data.tasks import (
     PROMPT_TEMPLATE,
+    chain_windows,
     check_items_known,
     history_prompt,
     recommendation_dataset,
+    sequence_chunks,
     stage1_dataset,
+    stage1_sequence_dataset,
+    tokenized_pair,
 )
+from lasar_trl.pipeline import cpu_threads
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN
 
@@ -47,3 +56,79 @@ def test_items_without_sid_are_reported(sid_map, tiny_recbole_dir):
         check_items_known(data, sid_map)
     with pytest.raises(DataFormatError, match="has no SID"):
         check_items_known(load_dataset_spec(f"recbole:{tiny_recbole_dir}"), sid_map)
+
+
+def test_compact_prompt_is_sids_each_followed_by_bot(sid_map):
+    assert history_prompt(["1", "2"], sid_map, "compact") == "<a_0><b_1><bot><a_1><b_0><bot>"
+    with pytest.raises(ValueError, match="prompt template must be one of"):
+        history_prompt(["1"], sid_map, "french")
+    with pytest.raises(ValueError, match="stage1_layout=sequences needs prompt_template=compact"):
+        RecScriptArguments(stage1_layout="sequences")
+
+
+@pytest.mark.parametrize("max_history", [1, 2, 3, 4, 7, 50])
+@pytest.mark.parametrize("length", [2, 3, 5, 9, 23])
+def test_sequence_chunks_cover_every_target_once_with_bounded_history(length, max_history):
+    chunks = sequence_chunks(length, first_target=1, max_history=max_history)
+    targets = [j for start, end, first_loss in chunks for j in range(first_loss, end)]
+    assert targets == list(range(1, length))
+    for start, end, first_loss in chunks:
+        assert end - start <= max_history + 1 and start < first_loss
+        assert all(j - start >= min(j, max(1, max_history // 2)) for j in range(first_loss, end))
+
+
+def test_sequence_chunks_by_hand():
+    # 10 items, history limit 4: the first pass is items 0-4; then passes of 2 new targets, each with 4 items before
+    assert sequence_chunks(10, 1, 4) == [(0, 5, 1), (2, 7, 5), (4, 9, 7), (5, 10, 9)]
+    assert sequence_chunks(4, 2, 10) == [(0, 4, 2)]  # a pre-windowed row: its history, then targets
+
+
+def test_chain_windows_rebuilds_leave_one_out_sequences():
+    sequences = {"u": [str(i) for i in range(8)], "v": ["3", "1", "2", "0"]}
+    windows = leave_one_out(sequences, max_history=3)["train"]
+    assert chain_windows(windows, 3) == [([str(i) for i in range(6)], 1), (["3", "1"], 1)]
+    other = [Window("u", ("5", "6"), "7"), Window("u", ("1",), "2")]  # not a continuation: chains of their own
+    assert chain_windows(other, 3) == [(["5", "6", "7"], 2), (["1", "2"], 1)]
+
+
+def test_sequence_rows_give_the_windows_per_item_losses(smol_tokenizer, tiny_sid_map):
+    """One causal pass over a user's sequence scores every target's SID tokens exactly as the
+    compact window row that predicts it (TRL's tokenization of prompt + completion)."""
+    from lasar_trl.sid.tokenizer import add_sid_tokens
+
+    model = make_tiny_model(smol_tokenizer)
+    add_sid_tokens(model, smol_tokenizer, tiny_sid_map)
+    model.eval()
+    items = tiny_sid_map.item_ids[:7]
+    splits = leave_one_out({"u": items}, max_history=10)
+    data = RecData("t", {i: {} for i in tiny_sid_map.item_ids}, splits)
+    rows = stage1_sequence_dataset(data, tiny_sid_map, smol_tokenizer, max_history=10)
+    assert len(rows) == 1  # 4 training targets, one pass
+
+    def label_logprobs(input_ids, labels):
+        with torch.no_grad():
+            logits = model(torch.tensor([input_ids])).logits[0, :-1].float()
+        targets = torch.tensor(labels[1:])
+        keep = targets != -100
+        return torch.log_softmax(logits[keep], -1).gather(-1, targets[keep, None]).squeeze(-1)
+
+    sequence = label_logprobs(rows[0]["input_ids"], rows[0]["labels"])
+    length = tiny_sid_map.sid_length
+    for k, window in enumerate(splits["train"]):
+        pair = tokenized_pair(smol_tokenizer, history_prompt(window.history, tiny_sid_map, "compact"),
+                              tiny_sid_map.sid(window.target))
+        assert pair["input_ids"][: len(pair["input_ids"]) - length - 1] == rows[0]["input_ids"][
+            : len(pair["input_ids"]) - length - 1
+        ]  # the window's prompt is a prefix of the sequence
+        window_logprobs = label_logprobs(pair["input_ids"], pair["labels"])[:length]  # its SID tokens, not eos
+        torch.testing.assert_close(window_logprobs, sequence[k * length : (k + 1) * length], atol=1e-5, rtol=0)
+
+
+def test_cpu_threads_respects_the_users_setting():
+    assert cpu_threads({}, cores=8, current=1) == 8
+    assert cpu_threads({"OMP_NUM_THREADS": "2"}, cores=8, current=2) == 2
+    # accelerate launch exports OMP_NUM_THREADS=1 when the user set nothing; a user's value passes through
+    assert cpu_threads({"OMP_NUM_THREADS": "1", "ACCELERATE_MIXED_PRECISION": "no"}, cores=8, current=1) == 8
+    assert cpu_threads({"OMP_NUM_THREADS": "3", "ACCELERATE_MIXED_PRECISION": "no"}, cores=8, current=3) == 3
+    assert cpu_threads({"LASAR_NUM_THREADS": "4", "OMP_NUM_THREADS": "1"}, cores=8, current=1) == 4
+    assert cpu_threads({"LOCAL_WORLD_SIZE": "2"}, cores=8, current=1) == 1

@@ -11,7 +11,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.schema import RecData, Window
-from ..data.tasks import HISTORY_SEPARATOR, recommendation_dataset
+from ..data.tasks import HISTORY_SEPARATOR, prompt_template_of, recommendation_dataset
 from ..sid.embed import embed_texts
 from ..sid.sid_map import SidMap
 from .anchors import anchors_for_samples
@@ -67,7 +67,7 @@ def latent_sft_dataset(
 ) -> datasets.Dataset:
     """prompt / completion / cot / anchors rows for `LasarSFTTrainer`, one per window.
 
-    `model` is the Stage-1 model the anchors come from; they are read from, or added to,
+    `model` is the Stage-1 model the anchors come from (and whose prompt template the rows use); they are read from, or added to,
     the store at `anchor_store`, which refuses anchors of another model or SID map. With
     `merge_threshold`, neighbouring sentences as similar as that (by `embed`, default
     all-MiniLM-L6-v2) form one segment; without, each sentence is one. With `state`, every
@@ -78,7 +78,7 @@ def latent_sft_dataset(
     for index, cot in enumerate(cots):
         if not cot or not cot.strip():
             raise ValueError(f"sample {index} (user {windows[index].user_id}) has an empty CoT")
-    rows = recommendation_dataset(windows, sid_map)
+    rows = recommendation_dataset(windows, sid_map, prompt_template_of(model))
     segments = segment_all(cots, embed if merge_threshold is not None else None, merge_threshold or 0.0)
     counts = [len(row) for row in segments]
     logger.info(

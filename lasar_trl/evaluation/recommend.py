@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from torch import nn
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.tasks import history_prompt
+from ..data.tasks import history_prompt, prompt_template_of
 from ..modeling.backbone import decoder_forward, next_token_logits
 from ..modeling.lasar import constant_depth, get_lasar
 from ..modeling.latent import LatentTrajectory, run_latent_loop
@@ -69,14 +69,14 @@ def reason(
     num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None,
     latent_projection: nn.Module | None,
     max_steps: int | None = None,
+    group_sizes: torch.Tensor | None = None,
 ) -> tuple[LatentTrajectory, torch.Tensor]:
     """Prefill and latent steps (none when `num_steps` is None; `max_steps` forward calls
-    when given, see `run_latent_loop`), then the float32 logits of SID token 1 (B, V):
-    where both decoders start."""
-    if num_steps is None:
-        num_steps = input_ids.new_zeros(input_ids.shape[0])
+    when given; each prompt once for `group_sizes` rows when given, see `run_latent_loop`),
+    then the float32 logits of SID token 1 (rows, V): where both decoders start."""
     trajectory = run_latent_loop(
-        model, input_ids, attention_mask, num_steps, max_steps=max_steps, latent_projection=latent_projection
+        model, input_ids, attention_mask, constant_depth(0) if num_steps is None else num_steps,
+        max_steps=max_steps, latent_projection=latent_projection, group_sizes=group_sizes,
     )
     return trajectory, next_token_logits(model, trajectory.answer_state.unsqueeze(1))
 
@@ -93,16 +93,18 @@ def sid_beam_search(
     num_steps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     latent_projection: nn.Module | None = None,
     max_steps: int | None = None,
+    group_sizes: torch.Tensor | None = None,
 ) -> BeamSearchOutput:
     """Beam search for L = trie.sid_length tokens after the prompt and its latent steps.
 
     `num_steps`: latent depths (B,), or a function of h_0 choosing them (the Policy Head);
     None means no latent steps. `constrained=False` searches the whole vocabulary (for
     measuring the cost of the constraint); `banned_items` removes, per request, item
-    indices of the trie (e.g. the user's history).
+    indices of the trie (e.g. the user's history). `group_sizes` (see `reason`) makes each
+    prompt group_sizes[b] requests, each with its own depth and search; B then counts requests.
     """
-    batch_size, length = input_ids.shape[0], trie.sid_length
-    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection, max_steps)
+    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection, max_steps, group_sizes)
+    batch_size, length = len(trajectory.num_steps), trie.sid_length
     cache, attention_mask = trajectory.cache, trajectory.attention_mask
     log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
     vocab_size = log_probs.shape[-1]
@@ -162,12 +164,14 @@ def sid_sample(
     latent_projection: nn.Module | None = None,
     max_steps: int | None = None,
     generator: torch.Generator | None = None,
+    group_sizes: torch.Tensor | None = None,
 ) -> SampleOutput:
     """One SID per row, token by token under the trie after the latent steps: sampled from
     softmax(logits / temperature) over the valid next tokens, or greedy at temperature 0.
-    What RL rollouts decode with."""
-    batch_size = input_ids.shape[0]
-    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection, max_steps)
+    What RL rollouts decode with; `group_sizes` (see `reason`) prefills each prompt once for
+    the group_sizes[b] rows that sample from it."""
+    trajectory, logits = reason(model, input_ids, attention_mask, num_steps, latent_projection, max_steps, group_sizes)
+    batch_size = len(trajectory.num_steps)
     cache, attention_mask = trajectory.cache, trajectory.attention_mask
     nodes, tokens, total = trie.root(batch_size), [], logits.new_zeros(batch_size)
     for depth in range(trie.sid_length):
@@ -212,14 +216,16 @@ def write_rationales(
 
 
 def prompt_batches(
-    tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, histories: Sequence[Sequence[str]], batch_size: int, device,
-    show_progress: bool = False,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, histories: Sequence[Sequence[str]],
+    batch_size: int, show_progress: bool = False,
 ):
-    """(start index, encoded prompt batch) over `histories`, `batch_size` at a time."""
+    """(start index, encoded prompt batch) over `histories`, `batch_size` at a time, in the
+    model's prompt template."""
+    template = prompt_template_of(model)
     starts = range(0, len(histories), batch_size)
     for start in tqdm(starts, desc="recommend", unit="batch", disable=not show_progress):
-        prompts = [history_prompt(h, sid_map) for h in histories[start : start + batch_size]]
-        yield start, encode_prompts(tokenizer, prompts, device)
+        prompts = [history_prompt(h, sid_map, template) for h in histories[start : start + batch_size]]
+        yield start, encode_prompts(tokenizer, prompts, model.device)
 
 
 @torch.inference_mode()
@@ -236,7 +242,7 @@ def policy_depths(
     if lasar is None:
         raise ValueError("policy_depths needs a LASAR checkpoint (a model with a Policy Head)")
     choose, depths = lasar.depth_policy(), []
-    for _, batch in prompt_batches(tokenizer, sid_map, histories, batch_size, model.device):
+    for _, batch in prompt_batches(model, tokenizer, sid_map, histories, batch_size):
         cache = DynamicCache(config=model.config)
         first_state = decoder_forward(model, batch["attention_mask"], cache, input_ids=batch["input_ids"])[:, -1]
         depths += choose(first_state).tolist()
@@ -285,7 +291,7 @@ def recommend(
     model.eval()
     items, scores, generated_sids, depths, rationale_tokens = [], [], [], [], []
     try:
-        for start, batch in prompt_batches(tokenizer, sid_map, histories, batch_size, model.device, show_progress):
+        for start, batch in prompt_batches(model, tokenizer, sid_map, histories, batch_size, show_progress):
             lengths = [0] * len(batch["input_ids"])
             if eot_id is not None:
                 batch, lengths = write_rationales(model, **batch, eot_id=eot_id, max_tokens=max_rationale_tokens)

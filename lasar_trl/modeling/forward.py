@@ -1,10 +1,11 @@
-"""The latent trajectory as a `model(...)` call, for training.
+"""The latent trajectory, and the LM head on labelled positions only, as `model(...)` calls.
 
 Trainers must call the model they were handed (DDP's wrapper, Accelerate's autocast
 wrapper, PEFT's wrapper), not the bare HF model inside it: DDP only averages gradients
 after its own forward ran, and mixed precision lives in the wrapped forward. So, as TRL
 does for its fused LM head, `add_latent_forward` patches the HF model's `forward`:
-`model(latent={...})` runs `latent_forward`, any other call the original forward.
+`model(latent={...})` runs `latent_forward`, `model(labelled={...})` runs
+`labelled_forward`, any other call the original forward.
 """
 
 from __future__ import annotations
@@ -67,13 +68,39 @@ def latent_forward(
     )
 
 
+@dataclass
+class LabelledOutput(ModelOutput):
+    """Logits of the positions that have a label, and those labels."""
+
+    logits: torch.Tensor | None = None  # (n, V), float32
+    labels: torch.Tensor | None = None  # (n,)
+
+
+def labelled_forward(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> LabelledOutput:
+    """Decoder over the whole batch, LM head only where the next token has a label (!= -100).
+
+    A small model's LM head costs more than its layers, and most positions of a prompt
+    carry no loss: scoring only the labelled ones is the same loss for a fraction of the
+    cost. (TRL's fused LM head scores every position on devices without Triton.)"""
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    next_labels = labels[:, 1:]
+    keep = next_labels != -100
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    return LabelledOutput(logits=logits, labels=next_labels[keep])
+
+
 def add_latent_forward(model: PreTrainedModel) -> None:
-    """Patch `model.forward` so that `model(latent=dict(...))` returns `latent_forward(model, **latent)`."""
+    """Patch `model.forward` so that `model(latent=dict(...))` returns `latent_forward(model, **latent)`
+    and `model(labelled=dict(...))` returns `labelled_forward(model, **labelled)`."""
     if getattr(model, "_lasar_latent_forward", False):
         return
     original_forward = model.forward
 
-    def forward(self, *args, latent: dict | None = None, **kwargs):
+    def forward(self, *args, latent: dict | None = None, labelled: dict | None = None, **kwargs):
+        if labelled is not None:
+            return labelled_forward(self, **labelled)
         if latent is None:
             return original_forward(*args, **kwargs)
         return latent_forward(self, **latent)

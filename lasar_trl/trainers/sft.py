@@ -17,6 +17,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
 from ..modeling.checkpoint import SID_MAP_FILE
+from ..modeling.forward import add_latent_forward
 from ..modeling.lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN
@@ -151,4 +152,33 @@ class RecommenderCheckpointMixin:
 
 
 class SidSFTTrainer(RecommenderCheckpointMixin, SFTTrainer):
-    """Stage 1: `trl.SFTTrainer` writing recommender checkpoints (see the mixin)."""
+    """Stage 1: `trl.SFTTrainer` writing recommender checkpoints (see the mixin), with the LM
+    head run only on the positions that carry a loss."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        add_latent_forward(self.hf_model)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss (the mean log-likelihood of the labelled tokens, over `num_items_in_batch`
+        when accumulating) and its `entropy` / `mean_token_accuracy` metrics, from the logits of
+        the labelled positions only (`labelled_forward`). Batches without an attention mask
+        (padding-free) and callers that want the full logits take TRL's path."""
+        if return_outputs or "attention_mask" not in inputs or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        output = model(labelled={key: inputs[key] for key in ("input_ids", "attention_mask", "labels")})
+        log_probs = torch.log_softmax(output.logits, dim=-1)
+        token_log_probs = log_probs.gather(-1, output.labels.unsqueeze(-1)).squeeze(-1)
+        count = len(token_log_probs) if num_items_in_batch is None else num_items_in_batch
+        loss = -token_log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes: as TRL does
+        with torch.no_grad():
+            gather = self.accelerator.gather_for_metrics
+            valid = gather(torch.tensor(len(token_log_probs), device=loss.device)).sum().clamp(min=1)
+            entropy = gather(-(log_probs.exp() * log_probs).sum(-1).sum()).sum()
+            correct = gather((log_probs.argmax(-1) == output.labels).sum()).sum()
+        self._metrics[mode]["entropy"].append((entropy / valid).item())
+        self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item())
+        return loss
