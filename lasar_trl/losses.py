@@ -1,4 +1,4 @@
-"""LASAR's loss terms as pure tensor functions (DESIGN.md section 4).
+"""LASAR's loss terms as pure tensor functions.
 
 Shapes: B rows, T latent steps (padded to the batch maximum), H hidden (or vocab) size.
 `step_mask` (B, T) is 1 on a row's real latent steps and 0 on its padding slots.

@@ -1,4 +1,4 @@
-"""Stage-3 rewards as pure functions of SIDs (DESIGN.md sec. 4).
+"""Stage-3 rewards as pure functions of SIDs.
 
 A SID is any sequence of tokens (ids or strings); a rollout's SID is compared with the
 target item's SID. The TRL reward callables of the GRPO trainer are thin wrappers around

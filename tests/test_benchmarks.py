@@ -23,7 +23,6 @@ def test_gpu_smoke_runs_every_stage_on_a_tiny_backbone(smol_path, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return done.stdout
     report = json.loads(output.read_text())
     assert list(report["stages"]) == ["stage1_sft", "stage2_latent_sft", "stage3_grpo"]
     for stage, result in report["stages"].items():
@@ -31,6 +30,19 @@ def test_gpu_smoke_runs_every_stage_on_a_tiny_backbone(smol_path, tmp_path):
         assert all(math.isfinite(s) and s > 0 for s in result["step_seconds"]), stage
         assert 0 < result["peak_memory_gib"] < 64, stage
     assert report["launch"]["num_processes"] == 1 and "stage3_grpo" in done.stdout
+
+
+def test_stage1_throughput_times_both_loops_on_the_same_rows(tiny_recbole_dir, tmp_path):
+    """benchmarks/stage1_throughput.py: the plain loop and the library's Stage 1 over the same rows."""
+    output = tmp_path / "throughput.json"
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "stage1_throughput.py"), "--dataset",
+               f"recbole:{tiny_recbole_dir}", "--max_history", "4", "--batch_size", "8", "--output_json", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    report = json.loads(output.read_text())
+    assert report["rows"] > 12 and report["tokens"] > 0 and report["model"] == "scratch:tiny"
+    assert report["plain_loop_seconds"] > 0 and report["library_seconds"] > 0
+    assert math.isclose(report["library_over_plain"], report["library_seconds"] / report["plain_loop_seconds"])
 
 
 QUALITY_VARIANTS = ["Stage 1 (N=0)", "LASAR without RL (Stage 2)", "LASAR (Stage 2 + GRPO)", "Stage 1 + GRPO, N=0",

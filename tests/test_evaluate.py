@@ -33,7 +33,7 @@ def test_most_popular_bans_seen_items_by_hand():
 
 @pytest.mark.shared_data
 def test_most_popular_on_ml100k_matches_the_reference_numbers(shared_data_dir):
-    """DESIGN.md section 6: HR@10 .0498 without exclusion and .0859 with it."""
+    """Measured on this split: HR@10 .0498 without exclusion and .0859 with it."""
     data = load_dataset_spec(f"recbole:{shared_data_dir / 'ml-100k'}")
     windows = data.splits["test"]
     plain = most_popular_baseline(data, windows)

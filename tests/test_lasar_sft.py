@@ -431,7 +431,7 @@ def test_gradient_accumulation_matches_one_large_batch(smol_tokenizer, tiny_sid_
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied-head", "untied-head"])
 def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, tiny_sid_map, tmp_path, tied):
-    """Without trainable SID rows a LoRA run generates stale items (DESIGN.md sec. 10): the
+    """Without trainable SID rows a LoRA run generates stale items: the
     trainer adds them as PEFT trainable tokens; a tied LM head follows, an untied one gets its
     own SID rows trained (Qwen3-1.7B and larger are untied); the base stays frozen."""
     from peft import LoraConfig

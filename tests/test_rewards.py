@@ -1,4 +1,4 @@
-"""Stage-3 rewards against hand-computed values, and their TRL reward callables (DESIGN.md sec. 4)."""
+"""Stage-3 rewards against hand-computed values, and their TRL reward callables."""
 
 import json
 import math

@@ -122,7 +122,7 @@ def test_recipes_build_sids_train_and_evaluate(smol_tokenizer, tiny_recbole_dir,
         "recipes/sft_stage1.py", "--config", "recipes/sft_stage1.yaml", "--model_name_or_path", str(base),
         "--dataset", dataset, "--sid_map", str(tmp_path / "sids" / "sid_map.json"), "--output_dir", str(out),
         "--max_steps", "2", "--max_train_samples", "16", "--per_device_train_batch_size", "4",
-        "--eval_max_samples", "6", "--save_steps", "1", "--use_cpu", "true",
+        "--eval_max_samples", "6", "--save_strategy", "steps", "--save_steps", "1", "--use_cpu", "true",
     )
     assert "most-popular" in result.stdout
     assert SidMap.load(out) == SidMap.load(tmp_path / "sids")

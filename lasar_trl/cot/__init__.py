@@ -1,4 +1,4 @@
-"""Chain-of-thought data: rationale writers and the segmenter (DESIGN.md sec. 5)."""
+"""Chain-of-thought data: rationale writers and the segmenter."""
 
 from .anchors import (
     AnchorMismatchError,

@@ -1,4 +1,4 @@
-"""Anchors: the Stage-1 model's hidden states at the end of each CoT segment (DESIGN.md sec. 4).
+"""Anchors: the Stage-1 model's hidden states at the end of each CoT segment.
 
 Anchor a_s is the final-layer, post-norm hidden state (the space of the latent states
 h_t) at the last token of segment s, from one no-grad forward pass over `prompt + cot`.

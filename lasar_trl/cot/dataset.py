@@ -1,4 +1,4 @@
-"""The Stage-2 dataset: recommendation rows with their CoT, segments and anchors (DESIGN.md sec. 4, 5)."""
+"""The Stage-2 dataset: recommendation rows with their CoT, segments and anchors."""
 
 from __future__ import annotations
 

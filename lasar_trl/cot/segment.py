@@ -1,4 +1,4 @@
-"""CoT text -> segments, one anchor each (DESIGN.md sec. 4 and 5).
+"""CoT text -> segments, one anchor each.
 
 Sentences and lines first; then, optionally, neighbouring sentences that say the same
 thing are merged by sentence-embedding similarity, as the paper does with a small

@@ -1,4 +1,4 @@
-"""Rationale teachers: an LLM writes one chain-of-thought per sample (DESIGN.md sec. 5).
+"""Rationale teachers: an LLM writes one chain-of-thought per sample.
 
 The paper asks a strong LLM for a step-by-step rationale per training sample; the text
 goes into the `cot` column and is segmented into anchors. A teacher is anything with an

@@ -1,4 +1,4 @@
-"""Offline rationales from catalog metadata: a weak teacher (DESIGN.md sec. 5).
+"""Offline rationales from catalog metadata: a weak teacher.
 
 The paper asks a strong LLM for a rationale per training sample. Without one,
 `MetadataRationaleWriter` composes a short multi-step rationale from what the catalog and

@@ -63,7 +63,7 @@ _JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
 def load_dataset_spec(spec: str, max_history: int = 10) -> RecData:
     """Load the dataset a spec names (see the module docstring), split and with stats.
 
-    Leave-one-out formats are split per user (DESIGN.md section 9); MiniOneRec rows are
+    Leave-one-out formats are split per user; MiniOneRec rows are
     already windows. Every history holds at most `max_history` items, oldest first.
     """
     if max_history < 1:

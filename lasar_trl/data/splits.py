@@ -1,4 +1,4 @@
-"""Leave-one-out splitting of time-ordered user sequences (DESIGN.md section 9)."""
+"""Leave-one-out splitting of time-ordered user sequences."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The LASAR parts of a recommender: Policy Head and optional latent projection (DESIGN.md sec. 2).
+"""The LASAR parts of a recommender: Policy Head and optional latent projection.
 
 They are submodules of the Hugging Face causal LM, under the attribute `lasar`, so the
 optimiser, ZeRO and PEFT see them like any other parameter. They are saved beside the HF
@@ -37,7 +37,7 @@ class LasarConfig:
     latent_projection: "none" feeds h_t back unchanged (the paper's form); "linear" is a
     learned H x H map initialised to the identity; "rescale" scales h_t to the mean norm of
     the token embeddings (`embedding_norm`), since final hidden states can be ~20x larger
-    than the embeddings a decoder expects as input (DESIGN.md sec. 10).
+    than the embeddings a decoder expects as input.
     """
 
     hidden_size: int

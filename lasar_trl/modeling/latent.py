@@ -1,4 +1,4 @@
-"""The latent reasoning loop (DESIGN.md section 2): one implementation for training,
+"""The latent reasoning loop: one implementation for training,
 RL rollouts, log-prob recomputation and evaluation.
 
 After the prompt `P <bot>` is prefilled (output h_0 at `<bot>`), slot t = 1..N takes the

@@ -1,4 +1,4 @@
-"""The Policy Head: a distribution over latent depths read from h_0 (DESIGN.md sections 2, 4)."""
+"""The Policy Head: a distribution over latent depths read from h_0."""
 
 from __future__ import annotations
 

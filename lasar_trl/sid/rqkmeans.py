@@ -1,4 +1,4 @@
-"""Residual k-means (RQ-KMeans): item embeddings -> codebook indices (DESIGN.md sec. 3).
+"""Residual k-means (RQ-KMeans): item embeddings -> codebook indices.
 
 Pure torch, vectorised over points. Determinism: every random draw goes through a
 `torch.Generator` seeded by the caller, ties in nearest-centroid search go to the lowest

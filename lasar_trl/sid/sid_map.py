@@ -1,4 +1,4 @@
-"""Item id -> Semantic ID: the map every stage, checkpoint and evaluation shares (DESIGN.md sec. 3).
+"""Item id -> Semantic ID: the map every stage, checkpoint and evaluation shares.
 
 A SID is a tuple of tokens `<letter_code>`, one letter per level (`<a_12><b_200><c_7><d_3>`).
 Every SID in a map has the same length and names exactly one item; the last level

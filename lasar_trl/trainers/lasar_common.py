@@ -115,7 +115,7 @@ class LatentTrainerMixin:
 
     def _latent_norm_ratio(self, output: LatentOutput, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> float:
         """Mean norm of the real latent states over that of the prompt's token embeddings:
-        latent reasoning is known to fail when it grows large (DESIGN.md sec. 10)."""
+        latent reasoning is known to fail when it grows large."""
         base: PreTrainedModel = self.hf_model
         with torch.no_grad():
             latent_norm = output.latent_states.norm(dim=-1)[output.step_mask].mean()

@@ -1,4 +1,4 @@
-"""LasarGRPOConfig: `trl.GRPOConfig` plus the Stage-3 options (DESIGN.md sections 4 and 11)."""
+"""LasarGRPOConfig: `trl.GRPOConfig` plus the Stage-3 options."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 3: GRPO with adaptive latent depth (DESIGN.md section 4).
+"""Stage 3: GRPO with adaptive latent depth.
 
 `LasarGRPOTrainer` is `trl.GRPOTrainer` with its own rollouts and log-probs, and two
 extra loss terms; batching, advantages, loss types, clipping, the reference model,
@@ -156,7 +156,7 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         if wanted != got:
             raise ValueError(
                 f"the reference model from {base.config._name_or_path!r} has {got} token embeddings, the policy "
-                f"{wanted}: start RL from a saved recommender checkpoint folder (DESIGN.md sec. 10)"
+                f"{wanted}: start RL from a saved recommender checkpoint folder"
             )
         if self.lasar is not None:
             reference.add_module("lasar", copy.deepcopy(self.lasar).requires_grad_(False))

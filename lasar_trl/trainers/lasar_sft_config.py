@@ -1,4 +1,4 @@
-"""LasarSFTConfig: `trl.SFTConfig` plus the Stage-2 options (DESIGN.md sections 4 and 11)."""
+"""LasarSFTConfig: `trl.SFTConfig` plus the Stage-2 options."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 2: latent SFT (DESIGN.md sections 2 and 4).
+"""Stage 2: latent SFT.
 
 `LasarSFTTrainer` is `trl.SFTTrainer` with its own collator and `compute_loss`: the
 prompt `P <bot>` runs through the latent loop for N steps (the CoT segment count, or a
@@ -178,7 +178,7 @@ class LasarSFTTrainer(LatentTrainerMixin, SidSFTTrainer):
         return (loss, CausalLMOutputWithPast(loss=loss, logits=logits)) if return_outputs else loss
 
     def _alignment(self, output: LatentOutput, depths: torch.Tensor, inputs) -> torch.Tensor:
-        """L_align between h_t and a_{m(t)} over each row's real steps (DESIGN.md sec. 4)."""
+        """L_align between h_t and a_{m(t)} over each row's real steps."""
         steps = output.latent_states.shape[1]
         anchor_index = step_to_anchor(depths, inputs["num_segments"], steps)  # (B, T), -1 past N
         anchors = inputs["anchors"]
