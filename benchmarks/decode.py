@@ -1,4 +1,4 @@
-"""Benchmark our SID beam search against itself unconstrained and against `model.generate` (DESIGN.md 3, 6).
+"""Benchmark our SID beam search against itself unconstrained and against `model.generate`.
 
 Per (beams K, batch size), on the same ml-100k test requests, timed interleaved after a warm-up:
   ours           `sid_beam_search`: prefill once, KV cache expanded per beam, trie-constrained

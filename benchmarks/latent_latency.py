@@ -1,4 +1,4 @@
-"""Inference cost of latent reasoning: latency at N = 0, 2, 4, 8 latent steps (DESIGN.md sec. 6).
+"""Inference cost of latent reasoning: latency at N = 0, 2, 4, 8 latent steps.
 
 Per (beams K, batch size), on the same ml-100k test requests, timed interleaved after a warm-up:
   prefill    the prompt alone (`run_latent_loop` with N = 0)

@@ -23,6 +23,7 @@ Stage 2 + Stage 3).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -31,6 +32,7 @@ import subprocess
 import sys
 
 import torch
+import yaml
 from datasets import load_from_disk
 
 from common import command_line, machine_info
@@ -47,12 +49,25 @@ SHARED_DATA = os.environ.get("LASAR_SHARED_DATA", "../shared/data")  # where the
 BUDGETS = {
     "smoke": dict(main_job=["--smoke", "true"], seeds=[42], datasets=["ml-100k"], eval_users=16, num_beams=10,
                   variants_dir="outputs/quality_smoke"),
-    "full": dict(main_job=[], seeds=[42, 43], datasets=["ml-100k", f"minionerec:{SHARED_DATA}/amazon18_industrial"],
-                 eval_users=200, num_beams=20, variants_dir="outputs/quality"),
+    "full": dict(main_job=[], seeds=[42, 43, 44],
+                 datasets=["ml-100k", f"minionerec:{SHARED_DATA}/amazon18_industrial"],
+                 eval_users=None, num_beams=20, variants_dir="outputs/quality"),
 }
 METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mean_depth", "mean_rationale_tokens",
            "invalid_rate", "train_minutes"]
-DONE = "stage_complete.json"  # what the main job writes into a finished stage's folder
+DONE = "stage_complete.json"
+with open(os.path.join(RECIPES, "grpo_lasar.yaml")) as main_yaml:
+    MAIN_JOB_MAX_HISTORY = yaml.safe_load(main_yaml)["max_history"]
+YAMLS = ["grpo_lasar.yaml", "sft_stage1.yaml", "sft_latent.yaml", "sft_explicit_cot.yaml"]
+
+
+def recipes_fingerprint() -> str:
+    """sha256 of the yamls every variant trains from: a report only resumes runs made with the same ones."""
+    digest = hashlib.sha256()
+    for name in YAMLS:
+        with open(os.path.join(RECIPES, name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()  # what the main job writes into a finished stage's folder
 
 
 def launch(recipe: str, flags: list[str]) -> list[str]:
@@ -140,12 +155,13 @@ def main() -> None:
     # Seeds outer, datasets inner, and the JSON rewritten after every finished run: a run stopped early
     # (or a budget that allows only one seed of a dataset) leaves a valid report of what was measured,
     # and running the same budget again into the same JSON measures only the runs it lacks.
-    report = {"command": command_line(), "budget": args.budget, "seeds": seeds, "complete": False,
+    report = {"command": command_line(), "budget": args.budget, "recipes_sha256": recipes_fingerprint(),
+              "seeds": seeds, "complete": False,
               "machine": machine_info("cpu", torch.float32), "datasets": {}}
     if os.path.isfile(args.output_json):
         with open(args.output_json) as f:
             earlier = json.load(f)
-        if earlier["budget"] == args.budget:
+        if (earlier["budget"], earlier.get("recipes_sha256")) == (args.budget, report["recipes_sha256"]):
             report["datasets"] = {spec: r for spec, r in earlier["datasets"].items() if spec in dataset_specs}
     for seed in seeds:
         for spec in dataset_specs:
@@ -157,7 +173,7 @@ def main() -> None:
             run_dir = os.path.join(variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")),
                                    f"seed{seed}")
             checkpoints, result["commands"][seed], minutes = train_variants(spec, seed, run_dir, args)
-            data = load_dataset_spec(spec)
+            data = load_dataset_spec(spec, max_history=MAIN_JOB_MAX_HISTORY)  # the histories the models saw
             windows = data.splits["test"][: budget["eval_users"]]
             exclude = [data.seen_items("test", w) for w in windows]
             result["evaluation"] = {"split": "test", "users": len(windows), "num_beams": budget["num_beams"],
