@@ -21,12 +21,12 @@ import torch
 from common import command_line, load_model, machine_info, time_interleaved
 from transformers import GenerationConfig, HfArgumentParser
 
-from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import history_prompt
-from lasar_trl.evaluation.recommend import encode_prompts, sid_beam_search
 from lasar_trl.atomic import write_json_atomic
+from lasar_trl.data import load_dataset_spec
+from lasar_trl.evaluation.recommend import encode_prompts, sid_beam_search
 from lasar_trl.modeling.loading import EMBEDDED_MODEL
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
+from lasar_trl.tasks import history_prompt
 
 TARGETS = {"ours_over_unconstrained": 1.10, "ours_over_generate": 0.50}
 VARIANTS = ("ours", "unconstrained", "generate")

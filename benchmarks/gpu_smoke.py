@@ -28,12 +28,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, 
 
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data.schema import Window
-from lasar_trl.data.tasks import recommendation_dataset
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers import LasarGRPOConfig, LasarGRPOTrainer, LasarSFTConfig, LasarSFTTrainer, SidSFTTrainer
 from trl import SFTConfig
 

@@ -25,12 +25,12 @@ from transformers import HfArgumentParser
 
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import history_prompt
 from lasar_trl.evaluation.recommend import encode_prompts, sid_beam_search
 from lasar_trl.modeling.lasar import get_lasar
 from lasar_trl.modeling.latent import run_latent_loop
 from lasar_trl.modeling.loading import EMBEDDED_MODEL
 from lasar_trl.sid.trie import SidTrie
+from lasar_trl.tasks import history_prompt
 
 
 @dataclass

@@ -32,9 +32,9 @@ from trl import SFTConfig
 
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import recommendation_dataset
 from lasar_trl.modeling.loading import EMBEDDED_MODEL
 from lasar_trl.sid import build_sid_map
+from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
 from lasar_trl.trainers.sft import SidSFTTrainer

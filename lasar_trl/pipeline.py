@@ -18,7 +18,7 @@ from .configs import CotArguments, RecScriptArguments
 from .cot.dataset import history_text, metadata_rationales
 from .cot.teacher import HFTeacher, OpenAITeacher, generate_cached, rationale_request
 from .data.schema import DataFormatError, RecData, Window
-from .data.tasks import history_prompt, title_history_prompt, title_tasks
+from .tasks import history_prompt, title_history_prompt, title_tasks
 from .atomic import write_json_atomic
 from .evaluation.evaluate import evaluate_recommender, format_table, most_popular_baseline
 from .modeling.checkpoint import SID_MAP_FILE, check_same_sid_map, load_recommender

@@ -15,7 +15,7 @@ from trl import TrlParser
 
 from lasar_trl.configs import RecScriptArguments
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import check_items_known
+from lasar_trl.tasks import check_items_known
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.pipeline import evaluate_and_report
 from lasar_trl.sid.sid_map import SidMap

@@ -17,7 +17,7 @@ from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from lasar_trl.configs import CotArguments, RecScriptArguments
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import check_items_known, history_prompt, prompt_template_of
+from lasar_trl.tasks import check_items_known, history_prompt, prompt_template_of
 from lasar_trl.modeling.lasar import get_lasar
 from lasar_trl.pipeline import (
     load_stage1_checkpoint, rationales, setup_run, train_save_and_evaluate,

@@ -19,7 +19,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 from lasar_trl.configs import CotArguments, RecScriptArguments
 from lasar_trl.cot.dataset import latent_sft_dataset
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import check_items_known, prompt_template_of
+from lasar_trl.tasks import check_items_known, prompt_template_of
 from lasar_trl.atomic import save_dataset_atomic
 from lasar_trl.pipeline import (
     LATENT_TRAIN_DATA, load_stage1_checkpoint, rationales, setup_run, train_save_and_evaluate,

@@ -18,7 +18,7 @@ from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from lasar_trl.configs import RecScriptArguments, default_model
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.data.tasks import (
+from lasar_trl.tasks import (
     PROMPT_TEMPLATE_KEY, check_items_known, recommendation_dataset, stage1_dataset, stage1_sequence_dataset,
 )
 from lasar_trl.modeling.loading import resolve_model_path

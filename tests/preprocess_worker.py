@@ -15,10 +15,10 @@ from lasar_trl.cot import anchors as anchors_module
 from lasar_trl.cot.anchors import anchors_for_samples
 from lasar_trl.cot.segment import split_sentences
 from lasar_trl.cot.teacher import generate_cached
-from lasar_trl.data.tasks import history_prompt
 from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.tasks import history_prompt
 
 SAMPLES = 7  # odd, and with a repeat: shares of distinct samples are uneven
 

@@ -22,9 +22,9 @@ from lasar_trl.cot import (
     segment,
 )
 from lasar_trl.cot import anchors as anchors_module
-from lasar_trl.data.tasks import history_prompt
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN
+from lasar_trl.tasks import history_prompt
 
 COTS = [
     "The user watched two comedies. Then a café drama! Next comes something calm.",

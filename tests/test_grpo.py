@@ -10,12 +10,12 @@ import torch
 from transformers import AutoTokenizer
 
 from conftest import make_tiny_model
-from lasar_trl.data.tasks import recommendation_dataset
 from lasar_trl.evaluation.recommend import sid_beam_search, sid_sample
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar, save_lasar, split_lasar_state
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward
 from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_grpo_config import LasarGRPOConfig
 from lasar_trl.trainers.lasar_grpo_trainer import BASELINE_FILE, LasarGRPOTrainer, prompt_groups
 from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint

@@ -13,13 +13,13 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from conftest import make_tiny_model
 from lasar_trl.data.schema import Window
-from lasar_trl.data.tasks import recommendation_dataset
 from lasar_trl.evaluation.evaluate import evaluate_recommender
 from lasar_trl.evaluation.recommend import recommend
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.lasar import LASAR_CONFIG_FILE, LASAR_HEAD_FILE, get_lasar
 from lasar_trl.modeling.latent import run_latent_loop
 from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
+from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer, LatentSFTCollator
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lasar_trl.data.tasks import history_prompt
 from lasar_trl.evaluation.recommend import encode_prompts
 from lasar_trl.modeling.latent import run_latent_loop, sid_logits_after_latents
+from lasar_trl.tasks import history_prompt
 
 HISTORIES = [["1", "2", "3", "4", "5"], ["6"], ["7", "8"]]
 TARGETS = ["9", "10", "11"]

@@ -42,7 +42,7 @@ def test_stage2_loss_on_the_real_model_is_unchanged_by_activation_checkpointing(
 
     from lasar_trl.cot.anchors import extract_anchors
     from lasar_trl.cot.segment import split_sentences
-    from lasar_trl.data.tasks import history_prompt
+    from lasar_trl.tasks import history_prompt
     from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
     from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer
 

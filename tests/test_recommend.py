@@ -7,13 +7,13 @@ import torch
 from transformers import GenerationConfig
 
 from conftest import make_tiny_model
-from lasar_trl.data.tasks import history_prompt
 from lasar_trl.evaluation.recommend import encode_prompts, recommend, sid_beam_search, sid_sample
 from lasar_trl.modeling.checkpoint import SidMapMismatchError, load_recommender
 from lasar_trl.modeling.latent import run_latent_loop, sid_logits_after_latents
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
+from lasar_trl.tasks import history_prompt
 
 EOS = 99
 

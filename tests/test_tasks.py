@@ -6,7 +6,7 @@ from lasar_trl.configs import RecScriptArguments
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.schema import DataFormatError, RecData, Window
 from lasar_trl.data.splits import leave_one_out
-from lasar_trl.data.tasks import (
+from lasar_trl.tasks import (
     PROMPT_TEMPLATE,
     chain_windows,
     check_items_known,

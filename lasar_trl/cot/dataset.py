@@ -11,9 +11,9 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.schema import RecData, Window
-from ..data.tasks import HISTORY_SEPARATOR, prompt_template_of, recommendation_dataset
 from ..sid.embed import embed_texts
 from ..sid.sid_map import SidMap
+from ..tasks import HISTORY_SEPARATOR, prompt_template_of, recommendation_dataset
 from .anchors import anchors_for_samples
 from .segment import merge_similar, split_sentences
 from .writer import MetadataRationaleWriter

@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 from torch import nn
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.tasks import history_prompt, prompt_template_of
 from ..modeling.backbone import decoder_forward, next_token_logits
 from ..modeling.lasar import constant_depth, get_lasar
 from ..modeling.latent import LatentTrajectory, run_latent_loop
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN, EOT_TOKEN
 from ..sid.trie import SidTrie
+from ..tasks import history_prompt, prompt_template_of
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Prompt/completion datasets for the training tasks.
+"""Prompts and the prompt/completion datasets of the training tasks: built from data and SIDs, so
+this module sits above `lasar_trl.data` and `lasar_trl.sid` (data knows no SIDs).
 
 Every SID-producing prompt ends with `<bot>`, so one layout, `P <bot> SID <eos>`,
 serves all stages: Stage 1 trains it with N = 0 latent steps.
@@ -21,9 +22,9 @@ from collections.abc import Sequence
 import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..sid.sid_map import SidMap
-from ..sid.tokenizer import BOT_TOKEN
-from .schema import DataFormatError, RecData, Window
+from .data.schema import DataFormatError, RecData, Window
+from .sid.sid_map import SidMap
+from .sid.tokenizer import BOT_TOKEN
 
 logger = logging.getLogger(__name__)
 
