@@ -23,7 +23,8 @@ from transformers import GenerationConfig, HfArgumentParser
 
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.evaluation.recommend import encode_prompts, sid_beam_search
+from lasar_trl.decoding import sid_beam_search
+from lasar_trl.evaluation.recommend import encode_prompts
 from lasar_trl.modeling.loading import EMBEDDED_MODEL
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
 from lasar_trl.tasks import history_prompt

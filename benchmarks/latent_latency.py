@@ -25,7 +25,8 @@ from transformers import HfArgumentParser
 
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
-from lasar_trl.evaluation.recommend import encode_prompts, sid_beam_search
+from lasar_trl.decoding import sid_beam_search
+from lasar_trl.evaluation.recommend import encode_prompts
 from lasar_trl.modeling.lasar import get_lasar
 from lasar_trl.modeling.latent import run_latent_loop
 from lasar_trl.modeling.loading import EMBEDDED_MODEL

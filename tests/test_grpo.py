@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 from conftest import make_tiny_model
-from lasar_trl.evaluation.recommend import sid_beam_search, sid_sample
+from lasar_trl.decoding import sid_beam_search, sid_sample
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar, save_lasar, split_lasar_state
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward

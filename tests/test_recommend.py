@@ -7,7 +7,8 @@ import torch
 from transformers import GenerationConfig
 
 from conftest import make_tiny_model
-from lasar_trl.evaluation.recommend import encode_prompts, recommend, sid_beam_search, sid_sample
+from lasar_trl.decoding import sid_beam_search, sid_sample
+from lasar_trl.evaluation.recommend import encode_prompts, recommend
 from lasar_trl.modeling.checkpoint import SidMapMismatchError, load_recommender
 from lasar_trl.modeling.latent import run_latent_loop, sid_logits_after_latents
 from lasar_trl.sid import SidMap

@@ -1,8 +1,8 @@
-"""Recommendation (constrained beam search), metrics and evaluation runs."""
+"""Recommendation (with the constrained beam search of `lasar_trl.decoding`), metrics and evaluation runs."""
 
 from .evaluate import evaluate_recommender, format_table, most_popular_baseline
 from .metrics import catalog_coverage, hit_rate_at_k, invalid_rate, ndcg_at_k, ranking_metrics
-from .recommend import Recommendations, recommend, sid_beam_search
+from .recommend import Recommendations, recommend
 
 __all__ = [
     "Recommendations",
@@ -15,5 +15,4 @@ __all__ = [
     "ndcg_at_k",
     "ranking_metrics",
     "recommend",
-    "sid_beam_search",
 ]

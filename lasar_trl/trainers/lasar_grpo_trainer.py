@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
+from ..decoding import sid_beam_search, sid_sample
 from ..losses import ema, reinforce_depth_loss, symmetric_kl
 from ..modeling.forward import LatentOutput, add_latent_forward
 from ..modeling.lasar import constant_depth
-from ..evaluation.recommend import sid_beam_search, sid_sample
 from ..sid.tokenizer import BOT_TOKEN
 from ..sid.trie import SidTrie
 from .lasar_common import LatentTrainerMixin
