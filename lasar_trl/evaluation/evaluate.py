@@ -1,4 +1,5 @@
-"""Evaluation runs: metrics, latency and the most-popular baseline from one code path."""
+"""Evaluation runs: metrics, latency and the most-popular baseline from one code path, and the
+table and JSON a recipe reports them in."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..atomic import write_json_atomic
+from ..configs import RecScriptArguments
 from ..data.schema import RecData, Window
 from ..sid.sid_map import SidMap
 from ..sid.trie import SidTrie
@@ -105,3 +108,40 @@ def format_table(rows: dict[str, dict], title: str) -> str:
         latency = result.get("latency_ms_per_request")
         lines.append(name.ljust(width) + cells + (f"{latency:12.1f}" if latency is not None else "           -"))
     return "\n".join(lines)
+
+
+def evaluate_and_report(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SidMap,
+    data: RecData,
+    script_args: RecScriptArguments,
+    label: str,
+    output_json: str | None = None,
+    depth: int | None = None,
+) -> dict:
+    """Evaluate the model (at `depth` latent steps if given, else its own choice) and the
+    most-popular baseline on the same requests; print and save."""
+    windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
+    if not windows:
+        raise ValueError(f"{data.name} has no {script_args.eval_split} samples to evaluate")
+    exclude_items = None
+    if script_args.exclude_history:
+        exclude_items = [data.seen_items(script_args.eval_split, w) for w in windows]
+    results = {
+        label: evaluate_recommender(
+            model, tokenizer, sid_map, windows, num_beams=script_args.eval_num_beams,
+            batch_size=script_args.eval_batch_size, exclude_items=exclude_items, depth=depth,
+        ),
+        "most-popular": most_popular_baseline(data, windows, exclude_items=exclude_items),
+    }
+    title = (
+        f"{data.name} {script_args.eval_split}: {len(windows)} requests, beams {script_args.eval_num_beams}, "
+        f"exclude_history={script_args.exclude_history}"
+    )
+    print(format_table(results, title), flush=True)
+    if output_json:
+        payload = {**results[label], "variant": label, "dataset": data.name, "split": script_args.eval_split}
+        payload["baselines"] = {"most-popular": results["most-popular"]}
+        write_json_atomic(output_json, payload)
+    return results

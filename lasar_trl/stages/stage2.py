@@ -1,0 +1,61 @@
+"""Stage 2: latent reasoning SFT from a Stage-1 checkpoint (`LasarSFTTrainer`)."""
+
+from __future__ import annotations
+
+import os
+
+from accelerate import PartialState
+from trl import ModelConfig, get_peft_config
+
+from ..atomic import save_dataset_atomic
+from ..configs import CotArguments, RecScriptArguments
+from ..cot.dataset import latent_sft_dataset
+from ..cot.sources import rationales
+from ..data import load_dataset_spec, training_windows
+from ..tasks import check_items_known, prompt_template_of
+from ..trainers.lasar_sft_config import LasarSFTConfig
+from ..trainers.lasar_sft_trainer import LasarSFTTrainer
+from .common import load_stage1_checkpoint, setup_run, train_save_and_evaluate
+
+LATENT_TRAIN_DATA = "latent_train_data"  # Stage 2's rows with anchors, saved beside its checkpoint for Stage 3
+
+
+def run(
+    script_args: RecScriptArguments, cot_args: CotArguments, training_args: LasarSFTConfig, model_args: ModelConfig
+) -> None:
+    """Stage 2 (recipes/sft_latent.py): from the Stage-1 checkpoint, one CoT per training sample, its
+    segments and anchors, then `LasarSFTTrainer`; saves the rows with their anchors beside the model
+    (OUTPUT_DIR/latent_train_data: Stage 3's prompts and terminal anchors), then evaluates."""
+    setup_run(training_args)
+
+    # The Stage-1 checkpoint: its SID map and tokens, and the model the anchors come from.
+    model, tokenizer, sid_map = load_stage1_checkpoint(model_args, script_args, training_args.device, "Stage 2")
+    data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
+    check_items_known(data, sid_map)
+
+    # CoT -> segments -> anchors, for exactly the samples trained on; cached for reruns.
+    # Every process teaches and extracts its share of the samples, then reads them all.
+    windows = training_windows(data, script_args.max_train_samples, training_args.seed)
+    cache_dir = cot_args.cot_cache_dir or os.path.join(training_args.output_dir, "cot")
+    state = PartialState()
+    cots = rationales(cot_args, data, sid_map, windows, cache_dir, state, template=prompt_template_of(model))
+    train_dataset = latent_sft_dataset(
+        model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
+        merge_threshold=cot_args.segment_merge_threshold, show_progress=state.is_local_main_process, state=state,
+    )
+    if training_args.process_index == 0:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        save_dataset_atomic(
+            train_dataset.select_columns(["prompt", "target", "anchors"]),
+            os.path.join(training_args.output_dir, LATENT_TRAIN_DATA),
+        )
+
+    trainer = LasarSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset.select_columns(["prompt", "completion", "anchors"]),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        sid_map=sid_map,
+    )
+    train_save_and_evaluate(trainer, sid_map, data, script_args, label=f"lasar stage2 ({training_args.depth_mode})")
