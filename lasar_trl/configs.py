@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .data.schema import SPLITS
 from .modeling.loading import EMBEDDED_MODEL
@@ -48,7 +48,9 @@ class RecScriptArguments:
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Train on a deterministic subset of this many samples (quick runs)."}
     )
-    eval_split: str = field(default="test", metadata={"help": f"Split evaluated after training, one of {SPLITS}."})
+    eval_split: str = field(
+        default="test", metadata={"help": "Split evaluated after training.", "choices": list(SPLITS)}
+    )
     eval_max_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N samples of the split (all when unset)."}
     )
@@ -62,8 +64,7 @@ class RecScriptArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.eval_split not in SPLITS:
-            raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
+        check_choices(self)
         if self.max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {self.max_history}")
         if self.stage1_layout == "sequences" and self.prompt_template != "compact":
@@ -85,7 +86,8 @@ class CotArguments:
         metadata={
             "help": "`metadata`: the offline rationale writer (a weak teacher: it restates catalog statistics); "
             "`file`: a JSON-lines file of {prompt, cot}; `hf`: a Hugging Face causal LM (teacher_model); "
-            "`openai`: an OpenAI-compatible endpoint (teacher_base_url, teacher_model, key from the environment)."
+            "`openai`: an OpenAI-compatible endpoint (teacher_base_url, teacher_model, key from the environment).",
+            "choices": list(COT_SOURCES),
         },
     )
     cot_file: str | None = field(
@@ -113,8 +115,7 @@ class CotArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.cot_source not in COT_SOURCES:
-            raise ValueError(f"cot_source must be one of {COT_SOURCES}, got {self.cot_source!r}")
+        check_choices(self)
         if self.cot_source == "file" and not self.cot_file:
             raise ValueError("cot_source=file needs --cot_file")
         if self.cot_source in ("hf", "openai") and not self.teacher_model:
@@ -123,6 +124,15 @@ class CotArguments:
             raise ValueError("cot_source=openai needs --teacher_base_url")
         if self.segment_merge_threshold is not None and not 0 < self.segment_merge_threshold <= 1:
             raise ValueError(f"segment_merge_threshold must be in (0, 1], got {self.segment_merge_threshold}")
+
+
+def check_choices(config) -> None:
+    """Every field with `choices` holds one of them (or None: unset). TrlParser checks choices on the
+    command line only: a yaml's values become the parser's defaults, which argparse does not check."""
+    for config_field in fields(config):
+        value, choices = getattr(config, config_field.name), config_field.metadata.get("choices")
+        if choices is not None and value is not None and value not in choices:
+            raise ValueError(f"{config_field.name} must be one of {choices}, got {value!r}")
 
 
 def default_model(name_or_path: str | None) -> str:

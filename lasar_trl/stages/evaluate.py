@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..configs import RecScriptArguments
-from ..data import load_dataset_spec
+from ..data import SPLITS, load_dataset_spec
 from ..evaluation.evaluate import evaluate_and_report
 from ..modeling.checkpoint import load_recommender
 from ..sid.sid_map import SidMap
@@ -18,7 +18,7 @@ from ..tasks import check_items_known
 class EvaluateArguments:
     checkpoint: str = field(metadata={"help": "Folder with model, tokenizer and sid_map.json."})
     dataset: str = field(default="ml-100k", metadata={"help": "Dataset spec, as for training."})
-    split: str = field(default="test", metadata={"help": "train, validation or test."})
+    split: str = field(default="test", metadata={"help": "The split to evaluate.", "choices": list(SPLITS)})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate the first N requests only."})
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
     batch_size: int = field(default=8, metadata={"help": "Requests per decoding batch."})

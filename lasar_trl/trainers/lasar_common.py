@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
+from ..configs import check_choices
 from ..modeling.forward import LatentOutput
 from ..modeling.lasar import LasarModules, get_lasar, has_lasar, load_lasar
 
@@ -22,7 +23,10 @@ class LatentTrainingArguments:
 
     align_space: str = field(
         default="hidden",
-        metadata={"help": "`hidden`: softmax over the hidden dimension (the paper); `vocab`: over LM-head logits."},
+        metadata={
+            "help": "`hidden`: softmax over the hidden dimension (the paper); `vocab`: over LM-head logits.",
+            "choices": list(ALIGN_SPACES),
+        },
     )
     align_temperature: float = field(default=1.0, metadata={"help": "tau of the alignment softmax."})
     policy_head_learning_rate: float | None = field(
@@ -38,8 +42,7 @@ class LatentTrainingArguments:
     )
 
     def check_latent_fields(self) -> None:
-        if self.align_space not in ALIGN_SPACES:
-            raise ValueError(f"align_space must be one of {ALIGN_SPACES}, got {self.align_space!r}")
+        check_choices(self)
         if self.align_temperature <= 0:
             raise ValueError(f"align_temperature must be > 0, got {self.align_temperature}")
         if self.policy_head_learning_rate is not None and self.policy_head_learning_rate <= 0:

@@ -71,18 +71,12 @@ class LasarGRPOConfig(GRPOConfig, LatentTrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_latent_fields()
-        if self.rollout_depth not in ROLLOUT_DEPTHS:
-            raise ValueError(f"rollout_depth must be one of {ROLLOUT_DEPTHS}, got {self.rollout_depth!r}")
         if (self.rollout_depth == "fixed") != (self.fixed_depth is not None):
             raise ValueError("fixed_depth is given exactly when rollout_depth=fixed")
         if self.fixed_depth is not None and self.fixed_depth < 0:
             raise ValueError(f"fixed_depth must be >= 0, got {self.fixed_depth}")
-        if self.rollout_decoding not in ROLLOUT_DECODINGS:
-            raise ValueError(f"rollout_decoding must be one of {ROLLOUT_DECODINGS}, got {self.rollout_decoding!r}")
         if self.rollout_num_beams < 1:
             raise ValueError(f"rollout_num_beams must be >= 1, got {self.rollout_num_beams}")
-        if self.depth_baseline not in DEPTH_BASELINES:
-            raise ValueError(f"depth_baseline must be one of {DEPTH_BASELINES}, got {self.depth_baseline!r}")
         if self.rollout_decoding == "beam_group":
             self._check_beam_groups()
         if not 0 <= self.depth_baseline_decay < 1:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig
 
 from ..losses import ALIGN_KINDS
-from ..modeling.lasar import LATENT_PROJECTIONS, LasarConfig
+from ..modeling.lasar import DEPTH_MODES, LATENT_PROJECTIONS, LasarConfig
 from .lasar_common import LatentTrainingArguments
 
 
@@ -25,20 +25,23 @@ class LasarSFTConfig(SFTConfig, LatentTrainingArguments):
         default="cot",
         metadata={
             "help": "`cot`: N = the sample's CoT segment count clipped to [min_depth, n_max]; `fixed`: N = "
-            "fixed_depth for every sample (the fixed-depth baseline; the Policy Head is not trained)."
+            "fixed_depth for every sample (the fixed-depth baseline; the Policy Head is not trained).",
+            "choices": list(DEPTH_MODES),
         },
     )
     fixed_depth: int | None = field(default=None, metadata={"help": "N for depth_mode=fixed."})
     align_weight: float = field(default=1.0, metadata={"help": "alpha: weight of the step-wise alignment loss."})
     align_kind: str = field(
-        default="kl", metadata={"help": f"One of {ALIGN_KINDS}: symmetric KL (the paper), or cosine / MSE ablations."}
+        default="kl",
+        metadata={"help": "Symmetric KL (the paper), or cosine / MSE ablations.", "choices": list(ALIGN_KINDS)},
     )
     depth_loss_weight: float = field(default=0.1, metadata={"help": "beta_depth: weight of the Policy Head's CE."})
     latent_projection: str = field(
         default="none",
         metadata={
-            "help": f"One of {LATENT_PROJECTIONS}: how h_t becomes the next slot's input. `none` (the paper), "
-            "`linear` (learned, identity init), `rescale` (to the token embeddings' mean norm)."
+            "help": "How h_t becomes the next slot's input: `none` (the paper), `linear` (learned, identity init), "
+            "`rescale` (to the token embeddings' mean norm).",
+            "choices": list(LATENT_PROJECTIONS),
         },
     )
 
@@ -48,8 +51,6 @@ class LasarSFTConfig(SFTConfig, LatentTrainingArguments):
         self.check_latent_fields()
         if self.depth_mode == "cot" and self.fixed_depth is not None:
             raise ValueError("fixed_depth is only used with depth_mode=fixed")
-        if self.align_kind not in ALIGN_KINDS:
-            raise ValueError(f"align_kind must be one of {ALIGN_KINDS}, got {self.align_kind!r}")
         if self.align_weight < 0 or self.depth_loss_weight < 0:
             raise ValueError("align_weight and depth_loss_weight must be >= 0")
         # SFT options the latent layout cannot honour: refuse them rather than ignore them
