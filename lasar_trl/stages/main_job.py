@@ -70,6 +70,8 @@ ARGUMENTS = (RecScriptArguments, LasarGRPOConfig, ModelConfig, PipelineArguments
 
 @dataclass
 class Stage1Configs:
+    """Stage 1's typed configs: its yaml, with the job's settings."""
+
     script_args: RecScriptArguments
     training_args: SFTConfig
     model_args: ModelConfig
@@ -77,6 +79,8 @@ class Stage1Configs:
 
 @dataclass
 class Stage2Configs:
+    """Stage 2's typed configs: its yaml, with the job's settings, starting from the job's Stage 1."""
+
     script_args: RecScriptArguments
     cot_args: CotArguments
     training_args: LasarSFTConfig
