@@ -10,7 +10,6 @@ import torch
 from accelerate import PartialState
 from transformers import AutoTokenizer
 
-from conftest import make_tiny_model
 from lasar_trl.cot import anchors as anchors_module
 from lasar_trl.cot.anchors import anchors_for_samples
 from lasar_trl.cot.segment import split_sentences
@@ -19,6 +18,7 @@ from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.tasks import history_prompt
+from testing_utils import make_tiny_model
 
 SAMPLES = 7  # odd, and with a repeat: shares of distinct samples are uneven
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from conftest import free_port
 from lasar_trl.cot import (
     AnchorMismatchError,
     AnchorStore,
@@ -25,6 +24,7 @@ from lasar_trl.cot import anchors as anchors_module
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN
 from lasar_trl.tasks import history_prompt
+from testing_utils import free_port
 
 COTS = [
     "The user watched two comedies. Then a café drama! Next comes something calm.",
@@ -215,6 +215,7 @@ def run_preprocess(processes: int, out_dir, cache_dir) -> list[dict]:
     return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(processes)]
 
 
+@pytest.mark.slow
 def test_two_processes_share_teaching_and_extraction_and_both_get_everything(smol_path, tmp_path):
     """Each process asks the teacher and extracts anchors for a disjoint share of the distinct
     samples, into its own cache files; both end with every sample, as one process computes them."""

@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each harness runs in a subprocess
+
 REPO = os.path.join(os.path.dirname(__file__), os.pardir)
 
 
@@ -65,7 +69,7 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
     import matplotlib.image
     from transformers import AutoTokenizer
 
-    from conftest import tiny_job_configs
+    from testing_utils import tiny_job_configs
 
     dataset = f"recbole:{tiny_recbole_dir}"
     configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset)

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-from conftest import make_tiny_model
 from lasar_trl.configs import CotArguments
 from lasar_trl.cot.dataset import latent_sft_dataset, segment_all
 from lasar_trl.cot.sources import rationales, read_cot_file
@@ -15,6 +14,7 @@ from lasar_trl.data.schema import DataFormatError
 from lasar_trl.sid.build import build_sid_map
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.tasks import history_prompt
+from testing_utils import make_tiny_model
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ import sys
 
 import pytest
 
-from conftest import free_port
 from lasar_trl.modeling.checkpoint import load_recommender
+from testing_utils import free_port
+
+pytestmark = pytest.mark.slow  # torchrun / accelerate launch workers
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 RECIPES = os.path.join(os.path.dirname(__file__), os.pardir, "recipes")
@@ -89,7 +91,7 @@ def test_main_job_runs_every_stage_under_accelerate_launch_with_zero3(smol_path,
     the other stages' Trainers) and the table, which loads each consolidated folder on one process."""
     from transformers import AutoTokenizer
 
-    from conftest import tiny_job_configs
+    from testing_utils import tiny_job_configs
 
     dataset = f"recbole:{tiny_recbole_dir}"
     configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset, ddp_backend="gloo",

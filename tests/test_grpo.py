@@ -9,7 +9,6 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import make_tiny_model
 from lasar_trl.decoding import sid_beam_search, sid_sample
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar, save_lasar, split_lasar_state
@@ -19,6 +18,7 @@ from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_grpo_config import LasarGRPOConfig
 from lasar_trl.trainers.lasar_grpo_trainer import BASELINE_FILE, LasarGRPOTrainer, prompt_groups
 from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint
+from testing_utils import make_tiny_model
 
 GROUP = 4
 N_MAX = 4
@@ -131,6 +131,7 @@ def test_loss_log_probs_are_the_rollouts_own(smol_tokenizer, tiny_sid_map, stage
     assert not torch.allclose(other[:, :sid_length].sum(-1), rollouts.sid_logprob, atol=1e-3)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 @pytest.mark.parametrize("reward, depth_cost, direction", [("flat", 0.05, "falls"), ("deeper", 0.0, "rises")])
 def test_reinforce_moves_the_sampled_depth(smol_tokenizer, tiny_sid_map, stage2, tmp_path, reward, depth_cost,
                                            direction):
@@ -157,6 +158,7 @@ def test_reinforce_moves_the_sampled_depth(smol_tokenizer, tiny_sid_map, stage2,
         assert last > first + 0.5 and last > 3.2
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_resume_continues_from_the_same_step_with_the_baseline(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
     full = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "full", max_steps=4)
     full.train()

@@ -11,7 +11,6 @@ import torch
 from safetensors import safe_open
 from transformers.trainer_utils import get_last_checkpoint
 
-from conftest import make_tiny_model
 from lasar_trl.data.schema import Window
 from lasar_trl.evaluation.evaluate import evaluate_recommender
 from lasar_trl.evaluation.recommend import recommend
@@ -22,6 +21,7 @@ from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
 from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer, LatentSFTCollator
+from testing_utils import make_tiny_model
 
 HIDDEN = 32  # make_tiny_model
 
@@ -239,6 +239,7 @@ def test_other_alignment_spaces_and_kinds_give_a_finite_loss_with_gradients(
     assert trainer._metrics["train"][f"align_{align_kind}"][-1] >= 0
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_training_lowers_the_loss_learns_depth_and_round_trips(smol_tokenizer, tiny_sid_map, tmp_path):
     """A few steps lower the loss; the Policy Head beats the majority depth; the saved
     checkpoint reloads with head, config and SID map, and recommend uses the head's depth."""
@@ -288,6 +289,7 @@ def test_fixed_depth_checkpoint_recommends_at_its_depth(smol_tokenizer, tiny_sid
     assert recommend(model, tokenizer, sid_map, [items[:3]], top_k=5, num_beams=5, depth=0).depths == [0]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_resume_restores_the_policy_head(smol_tokenizer, tiny_sid_map, tmp_path):
     trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -301,6 +303,7 @@ def test_resume_restores_the_policy_head(smol_tokenizer, tiny_sid_map, tmp_path)
         torch.testing.assert_close(value, head[key])
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates(
     smol_tokenizer, tiny_recbole_dir, tmp_path
 ):
@@ -342,6 +345,7 @@ def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates
     assert forced["depth_histogram"] == {"3": 4} and forced["forced_depth"] == 3
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_drop_in_for_an_sft_trainer_script(smol_tokenizer, tiny_sid_map, tmp_path):
     """An SFTTrainer script (model given by path, no processing_class, no extras) runs on a
     Stage-1 checkpoint by swapping in LasarSFTTrainer and LasarSFTConfig; the SID map
@@ -379,6 +383,7 @@ def test_with_lora_the_policy_head_still_trains_and_is_saved_beside_the_adapter(
     assert (tmp_path / "final" / LASAR_HEAD_FILE).is_file()
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_latent_projections_linear_starts_as_identity_and_rescale_matches_embedding_norm(
     smol_tokenizer, tiny_sid_map, tmp_path
 ):
@@ -404,6 +409,7 @@ def test_latent_projections_linear_starts_as_identity_and_rescale_matches_embedd
     assert get_lasar(model).config == lasar.config
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_gradient_accumulation_matches_one_large_batch(smol_tokenizer, tiny_sid_map, tmp_path):
     """One SGD step on 8 rows as 1 x 8 or 2 x 4 (accumulated) moves every weight the same:
     compute_loss is a per-batch mean that Trainer divides by the accumulation steps."""
@@ -429,6 +435,7 @@ def test_gradient_accumulation_matches_one_large_batch(smol_tokenizer, tiny_sid_
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tied", [True, False], ids=["tied-head", "untied-head"])
 def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, tiny_sid_map, tmp_path, tied):
     """Without trainable SID rows a LoRA run generates stale items: the

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # whole jobs under `accelerate launch`
+
 RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "grpo_lasar.py")
 
 
@@ -76,7 +78,7 @@ def test_main_job_reports_every_stage_and_runs_grpo_from_stage1(smol_path, tiny_
     documented Stage-1 + GRPO at depth 0 run evaluates without a Policy Head to ask for depths."""
     from transformers import AutoTokenizer
 
-    from conftest import tiny_job_configs
+    from testing_utils import tiny_job_configs
 
     dataset = f"recbole:{tiny_recbole_dir}"
     configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset)

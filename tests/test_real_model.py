@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lasar_trl.evaluation.recommend import recommend
 from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 
 def test_embedded_model_recommends_valid_items(smol_path, tiny_sid_map):

@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from conftest import make_tiny_model
 from lasar_trl.decoding import sid_beam_search, sid_sample
 from lasar_trl.evaluation.recommend import encode_prompts, recommend
 from lasar_trl.modeling.checkpoint import SidMapMismatchError, load_recommender
@@ -15,6 +14,7 @@ from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
 from lasar_trl.tasks import history_prompt
+from testing_utils import make_tiny_model
 
 EOS = 99
 
@@ -87,6 +87,7 @@ def test_exhaustive_beam_search_scores_every_item_exactly(tiny_recommender):
             assert output.scores[row, beam].item() == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_beam_search_after_latent_steps_scores_every_item_exactly(tiny_recommender):
     """Rows of different depths, left-padded: after the latent loop the cache expanded per
     beam must give each item the SID log-prob of the teacher-forced latent trajectory."""
@@ -106,6 +107,7 @@ def test_beam_search_after_latent_steps_scores_every_item_exactly(tiny_recommend
             assert output.scores[row, beam].item() == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 @pytest.mark.parametrize("seed", range(4))
 def test_recommend_returns_valid_distinct_items_batched_as_alone(smol_tokenizer, seed):
     """Property-style: random models, random SID maps, random histories."""

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from conftest import free_port, make_tiny_model
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward, exact_match, prefix_match, ranking
 from lasar_trl.sid.tokenizer import add_sid_tokens
+from testing_utils import free_port, make_tiny_model
 
 A, B, C = ("a1", "b2", "c3", "d0"), ("a1", "b2", "c4", "d0"), ("a9", "b2", "c3", "d0")
 
@@ -72,6 +72,7 @@ def test_reward_callables_score_token_ids_against_the_target_column(smol_tokeniz
         rank(**{**columns, "completion_ids": completion_ids[:3], "target": [first] * 3}, sid_logprob=[-1.0] * 3)
 
 
+@pytest.mark.slow
 def test_ranking_sees_whole_groups_when_two_processes_share_a_batch(tmp_path):
     """The middle group's rollouts live on both processes: each process must get the rewards
     that scoring the whole group gives (TRL calls reward functions per process)."""

@@ -62,6 +62,7 @@ def test_kmeans_clips_k_to_distinct_points_and_uses_every_code():
     assert sorted(kmeans(distinct, 40, seed=0)[1].tolist()) == list(range(40))
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_kmeans_and_residual_kmeans_are_deterministic():
     x = torch.randn(500, 16, generator=torch.Generator().manual_seed(0))
     first, second = kmeans(x, 20, seed=7), kmeans(x, 20, seed=7)

@@ -11,7 +11,6 @@ import torch
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
-from conftest import make_tiny_model
 from lasar_trl.configs import RecScriptArguments
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.schema import Window
@@ -21,6 +20,7 @@ from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.stages.stage1 import prepare_sid_map
 from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.sft import SidSFTTrainer
+from testing_utils import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_EVAL_KEYS = {
@@ -50,6 +50,7 @@ def make_trainer(smol_tokenizer, sid_map, output_dir, **overrides) -> SidSFTTrai
     )
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_a_few_steps_lower_the_loss_and_save_keeps_the_sid_map(smol_tokenizer, tiny_sid_map, tmp_path):
     trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path)
     before = trainer.evaluate()["eval_loss"]
@@ -63,6 +64,7 @@ def test_a_few_steps_lower_the_loss_and_save_keeps_the_sid_map(smol_tokenizer, t
     assert not [p for p in (tmp_path / "final").iterdir() if p.name.startswith(".")]  # no staging left
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_checkpoints_are_atomic_and_training_resumes(smol_tokenizer, tiny_sid_map, tmp_path, monkeypatch):
     trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -109,6 +111,7 @@ def run_recipe(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_recipes_build_sids_train_and_evaluate(smol_tokenizer, tiny_recbole_dir, tmp_path):
     """build_sids.py -> sft_stage1.py (YAML + flags, via TrlParser) -> evaluate.py, on a tiny model."""
     base = tmp_path / "base"

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from conftest import make_tiny_model
 from lasar_trl.configs import RecScriptArguments
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.schema import DataFormatError, RecData, Window
@@ -20,6 +19,7 @@ from lasar_trl.tasks import (
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN
 from lasar_trl.stages.common import cpu_threads
+from testing_utils import make_tiny_model
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import traceback
 import urllib.request
 
 import pytest
-from conftest import make_tiny_model
+from testing_utils import make_tiny_model
 from transformers import AutoTokenizer, GenerationConfig
 
 from lasar_trl.cot.teacher import HFTeacher, OpenAITeacher, generate_cached, rationale_request
@@ -105,6 +105,7 @@ def _healthy(base: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_openai_teacher_keeps_order_under_concurrency(served_model, monkeypatch):
     base_url, model_name, hf_teacher = served_model
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
@@ -127,6 +128,7 @@ def test_openai_teacher_never_shows_the_key(monkeypatch):
     assert SECRET not in "".join(traceback.format_exception(failure.value))
 
 
+@pytest.mark.slow
 def test_openai_teacher_timeout_names_the_endpoint(served_model):
     base_url, model_name, _ = served_model
     teacher = OpenAITeacher(base_url, model_name, timeout=0.001, max_retries=0, max_tokens=6)

@@ -21,6 +21,7 @@ def logged_tags(log_dir) -> set[str]:
     return tags
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_stage2_metrics_reach_tensorboard(smol_tokenizer, tiny_sid_map, tmp_path):
     trainer = make_sft_trainer(smol_tokenizer, tiny_sid_map, tmp_path / "run", max_steps=2, report_to="tensorboard")
     trainer.train()
