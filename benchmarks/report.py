@@ -24,6 +24,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lasar_trl.atomic import atomic_path  # noqa: E402
+
 QUALITY_COLUMNS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mean_depth", "train_minutes"]
 BEFORE_RL, AFTER_RL = "LASAR without RL (Stage 2)", "LASAR (Stage 2 + GRPO)"
 CURVES = [("stage3", "reward", "GRPO reward"), ("stage3", "depth/mean", "GRPO mean depth"),
@@ -160,9 +162,8 @@ def main() -> None:
     lines += depth_section(quality, plots)
     lines += latency_section(latency, plots)
     lines += curves_section(latency["run_dir"], plots)
-    temp = output.with_name(f".{output.name}.tmp")
-    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temp, output)
+    with atomic_path(output) as temp:
+        temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {output} and {plots}/*.png")
 
 

@@ -30,8 +30,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl.trainer.utils import pad
 
-from ..atomic import write_json_atomic
+from ..atomic import atomic_path, write_json_atomic
 from ..modeling.backbone import position_ids_from_mask
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN
@@ -99,13 +100,9 @@ def _final_hidden_states(model: PreTrainedModel, token_ids: list[list[int]], pad
     Causal attention keeps a real token from seeing the padding after it; the mask and
     positions from it (as in the latent loop) keep rows independent of padding anyway.
     """
-    length = max(len(ids) for ids in token_ids)
-    input_ids = torch.full((len(token_ids), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+    rows = [torch.tensor(ids, dtype=torch.long) for ids in token_ids]
+    input_ids = pad(rows, padding_value=pad_id).to(model.device)
+    attention_mask = pad([torch.ones_like(row) for row in rows]).to(model.device)
     # The decoder, not model.forward: TRL patches forward with a fused LM head during training.
     outputs = model.get_decoder()(
         input_ids=input_ids,
@@ -276,12 +273,8 @@ class AnchorStore:
             if anchor.ndim != 2 or anchor.shape[1] != width:
                 raise ValueError(f"anchor {key} has shape {tuple(anchor.shape)}, expected (S, {width})")
         path = self.directory / f"anchors-p{self.writer}-{self._next_shard:05d}.safetensors"
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as temp:
             save_file({key: anchor.float().cpu().contiguous() for key, anchor in anchors.items()}, temp)
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
         self._shard_of.update(dict.fromkeys(anchors, path))
         self._next_shard += 1
 

@@ -30,6 +30,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from ..atomic import DuplicateKeyError, reject_duplicate_keys
 from .schema import SPLITS, DataFormatError, RecData, Window
 from .splits import leave_one_out
 
@@ -426,8 +427,8 @@ def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not text.strip():
             continue  # a blank line holds no record
         try:
-            record = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
-        except _DuplicateKey as dup:
+            record = json.loads(text, object_pairs_hook=reject_duplicate_keys)
+        except DuplicateKeyError as dup:
             raise _fail(path, line, dup.key, "duplicate key in the object") from None
         except json.JSONDecodeError as err:
             try:
@@ -487,20 +488,6 @@ def _flatten(value: Any) -> list[str]:
 # JSON objects with line numbers
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """object_pairs_hook: json would otherwise keep the last of two equal keys without a word."""
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _DuplicateKey(next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1))
-    return result
-
-
 def _load_json_object(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """A top-level JSON object plus the line of each key, so that later checks can point at an entry.
 
@@ -509,7 +496,7 @@ def _load_json_object(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     are errors.
     """
     text = path.read_text(encoding="utf-8")
-    decoder = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
+    decoder = json.JSONDecoder(object_pairs_hook=reject_duplicate_keys)
     entries: dict[str, Any] = {}
     lines: dict[str, int] = {}
     line, counted_upto = 1, 0  # newlines are counted once, as the walk moves forward
@@ -528,7 +515,7 @@ def _load_json_object(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
             return decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
             raise _fail(path, err.lineno, key, f"invalid JSON at column {err.colno}: {err.msg}") from None
-        except _DuplicateKey as dup:
+        except DuplicateKeyError as dup:
             raise _fail(path, line_at(pos), key, f"duplicate key {dup.key!r} inside its value") from None
 
     key = "(top level)"

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..atomic import write_json_atomic
+from ..atomic import atomic_path, write_json_atomic
 from .policy_head import PolicyHead
 
 LASAR_ATTRIBUTE = "lasar"
@@ -142,9 +142,8 @@ def save_lasar(lasar_state: Mapping[str, torch.Tensor], config: LasarConfig, dir
     """Write `lasar_head.safetensors` then `lasar_config.json`, each atomically; the config
     goes last, so a folder with a config always has the weights that match it."""
     tensors = {key: value.detach().contiguous().cpu() for key, value in lasar_state.items()}
-    staging = os.path.join(directory, f".{LASAR_HEAD_FILE}.tmp")
-    save_file(tensors, staging, metadata={"format": "pt"})
-    os.replace(staging, os.path.join(directory, LASAR_HEAD_FILE))
+    with atomic_path(os.path.join(directory, LASAR_HEAD_FILE)) as staging:
+        save_file(tensors, staging, metadata={"format": "pt"})
     write_json_atomic(os.path.join(directory, LASAR_CONFIG_FILE), asdict(config))
 
 

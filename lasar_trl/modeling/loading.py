@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +73,6 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with atomic_path(target, replace=False) as staging:  # a concurrent conversion that finished first wins
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():  # a concurrent conversion finished first
-            shutil.rmtree(staging)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

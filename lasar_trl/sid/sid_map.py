@@ -7,7 +7,6 @@ disambiguates items whose quantised codes collide.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from types import MappingProxyType
 
 import torch
 
-from ..atomic import write_json_atomic
+from ..atomic import read_json_object, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +288,7 @@ class SidMap:
         file = Path(path)
         if file.is_dir():
             file = file / MAP_FILE
-        raw = _read_json_object(file)
+        raw = read_json_object(file)
         tokens = {}
         for item, sid_string in raw.items():
             if not isinstance(sid_string, str) or not SID_RE.fullmatch(sid_string):
@@ -298,24 +297,5 @@ class SidMap:
                 )
             tokens[item] = tuple(match.group(0) for match in TOKEN_RE.finditer(sid_string))
         stats_file = file.parent / STATS_FILE
-        stats = _read_json_object(stats_file) if stats_file.exists() else None
+        stats = read_json_object(stats_file) if stats_file.exists() else None
         return cls(tokens, stats, where=str(file))
-
-
-def _read_json_object(file: Path) -> dict:
-    """A JSON object from `file`; errors name the file (bad JSON, not an object, repeated keys)."""
-
-    def no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
-        keys = Counter(key for key, _ in pairs)
-        repeated = [key for key, count in keys.items() if count > 1]
-        if repeated:
-            raise ValueError(f"{file}: key {repeated[0]!r} appears more than once")
-        return dict(pairs)
-
-    try:
-        obj = json.loads(file.read_text(encoding="utf-8"), object_pairs_hook=no_repeated_keys)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}: not valid JSON ({error})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{file}: expected a JSON object, got {type(obj).__name__}")
-    return obj

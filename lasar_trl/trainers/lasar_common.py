@@ -14,6 +14,7 @@ from ..modeling.forward import LatentOutput
 from ..modeling.lasar import LasarModules, get_lasar, has_lasar, load_lasar
 
 ALIGN_SPACES = ("hidden", "vocab")
+ANCHORS_COLUMN = "anchors"
 logger = logging.getLogger(__name__)
 
 
@@ -69,6 +70,13 @@ class LatentTrainerMixin:
         if lasar is None and has_lasar(base.config._name_or_path):
             lasar = load_lasar(base, base.config._name_or_path)
         return lasar
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """TRL keeps only the dataset columns its model signature names, and drops the rest
+        before the collator and the rollouts see a row: the CoT anchors are kept too."""
+        super()._set_signature_columns_if_needed()
+        if ANCHORS_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, ANCHORS_COLUMN]
 
     def create_optimizer(self, model=None):
         """TRL's optimizer, with the Policy Head in its own group when it has its own rate."""

@@ -41,9 +41,9 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
+from trl.trainer.utils import entropy_from_logits, pad, selective_log_softmax
 
 from ..decoding import sid_beam_search, sid_sample
 from ..losses import ema, reinforce_depth_loss, symmetric_kl
@@ -162,11 +162,6 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
             reference.add_module("lasar", copy.deepcopy(self.lasar).requires_grad_(False))
         add_latent_forward(reference)
 
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        if ANCHORS_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, ANCHORS_COLUMN]
-
     # -- rollouts ----------------------------------------------------------------------------
 
     def _depth_choice(self):
@@ -182,10 +177,9 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
             if not ids or ids[-1] != self.bot_token_id:
                 raise ValueError(f"prompt {row} of the batch does not end in {BOT_TOKEN} once tokenized")
         prompts, sizes = prompt_groups(prompt_ids, num_generations)
-        width = max(map(len, prompts))
-        pad_id = self.processing_class.pad_token_id
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+        rows = [torch.tensor(ids) for ids in prompts]
+        input_ids = pad(rows, self.processing_class.pad_token_id, padding_side="left").to(device)
+        attention_mask = pad([torch.ones_like(row) for row in rows], padding_side="left").to(device)
         group_sizes = torch.tensor(sizes, device=device)
         max_steps = None  # with several processes, all run the same number of latent forward calls
         if self.accelerator.num_processes > 1:
@@ -310,10 +304,10 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
                     sid_input_ids=completion_ids[rows, :-1], max_steps=max_steps,
                     depth_logits=needs_head, detach_head_input=not self.args.depth_loss_to_backbone,
                 ))
-            log_probs = F.log_softmax(output.logits.float() / temperature, dim=-1)  # (b, C, V)
-            logps.append(log_probs.gather(-1, completion_ids[rows].unsqueeze(-1)).squeeze(-1))
+            logits = output.logits.float() / temperature  # (b, C, V)
+            logps.append(selective_log_softmax(logits, completion_ids[rows]))
             if compute_entropy:
-                entropies.append(-(log_probs.exp() * log_probs).sum(-1))
+                entropies.append(entropy_from_logits(logits))
         self._latent_output = output if len(input_ids) <= batch_size else None  # the loss's call is one chunk
         return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
 
@@ -333,11 +327,10 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
                 extra = extra + self.args.terminal_align_weight * terminal_kl
                 self._log_mean(mode, "terminal_kl", terminal_kl)
         if self.head_learns:
-            log_pi = torch.log_softmax(output.depth_logits, dim=-1)
-            classes = (inputs["latent_depth"] - self.lasar.config.min_depth).unsqueeze(-1)
-            entropy = -(log_pi.exp() * log_pi).sum(-1)
+            classes = inputs["latent_depth"] - self.lasar.config.min_depth
+            entropy = entropy_from_logits(output.depth_logits)
             depth_loss = reinforce_depth_loss(
-                log_pi.gather(-1, classes).squeeze(-1), inputs["depth_reward"], inputs["depth_baseline"],
+                selective_log_softmax(output.depth_logits, classes), inputs["depth_reward"], inputs["depth_baseline"],
                 inputs["latent_depth"], self.args.depth_cost, entropy, self.args.depth_entropy_coef,
             )
             extra = extra + depth_loss

@@ -19,16 +19,15 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from trl.trainer.utils import pad
 
 from ..losses import alignment_loss, depth_loss, step_to_anchor
 from ..modeling.lasar import attach_lasar
 from ..modeling.forward import LatentOutput, add_latent_forward
 from ..sid.tokenizer import BOT_TOKEN
-from .lasar_common import LatentTrainerMixin
+from .lasar_common import ANCHORS_COLUMN, LatentTrainerMixin
 from .lasar_sft_config import LasarSFTConfig
 from .sft import SidSFTTrainer
-
-ANCHORS_COLUMN = "anchors"
 
 
 @dataclass
@@ -50,21 +49,18 @@ class LatentSFTCollator:
                     f"row {index} of the batch: a latent SFT row is a prompt ending in {BOT_TOKEN} followed by a "
                     "completion (the SID); check the prompt template and that max_length does not truncate it"
                 )
-            prompts.append(prompt)
-            completions.append(completion)
-        prompt_length, completion_length = max(map(len, prompts)), max(map(len, completions))
+            prompts.append(torch.tensor(prompt))
+            completions.append(torch.tensor(completion))
         batch = {
-            "prompt_ids": torch.tensor([[self.pad_token_id] * (prompt_length - len(p)) + p for p in prompts]),
-            "prompt_mask": torch.tensor([[0] * (prompt_length - len(p)) + [1] * len(p) for p in prompts]),
-            "completion_ids": torch.tensor(
-                [c + [self.pad_token_id] * (completion_length - len(c)) for c in completions]
-            ),
-            "labels": torch.tensor([c + [-100] * (completion_length - len(c)) for c in completions]),
+            "prompt_ids": pad(prompts, self.pad_token_id, padding_side="left"),
+            "prompt_mask": pad([torch.ones_like(p) for p in prompts], padding_side="left"),
+            "completion_ids": pad(completions, self.pad_token_id),
+            "labels": pad(completions, -100),
         }
         if ANCHORS_COLUMN in examples[0]:
             anchors = [torch.tensor(example[ANCHORS_COLUMN], dtype=torch.float32) for example in examples]
             batch["num_segments"] = torch.tensor([len(a) for a in anchors])
-            batch["anchors"] = torch.nn.utils.rnn.pad_sequence(anchors, batch_first=True)  # (B, S_max, H)
+            batch["anchors"] = pad(anchors)  # (B, S_max, H)
         return batch
 
 
@@ -135,11 +131,6 @@ class LasarSFTTrainer(LatentTrainerMixin, SidSFTTrainer):
     @property
     def head_learns(self) -> bool:
         return self.args.depth_mode == "cot"
-
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        if ANCHORS_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, ANCHORS_COLUMN]
 
     def _depths(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.args.depth_mode == "fixed":

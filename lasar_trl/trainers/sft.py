@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
+from ..atomic import atomic_entries, move_into_place
 from ..modeling.checkpoint import SID_MAP_FILE
 from ..modeling.forward import add_latent_forward
 from ..modeling.lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
@@ -89,21 +89,15 @@ class RecommenderCheckpointMixin:
         if not self.args.should_save and not self.is_distributed_loading_by_transformers:
             return
         output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".save-", dir=output_dir)
-        try:
+        with atomic_entries(output_dir) as staging:
             lasar = get_lasar(self.model)
             if lasar is not None:
                 if state_dict is None:
                     state_dict = self.model.state_dict()
                 state_dict, lasar_state = split_lasar_state(state_dict)
                 if self.args.should_save:
-                    save_lasar(lasar_state, lasar.config, staging)
-            super()._save(staging, state_dict)
-            for name in os.listdir(staging):
-                os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                    save_lasar(lasar_state, lasar.config, str(staging))
+            super()._save(str(staging), state_dict)
         self.sid_map.save(output_dir)
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -117,10 +111,8 @@ class RecommenderCheckpointMixin:
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             name = f"checkpoint-{self.state.global_step}"
-            final = os.path.join(run_dir, name)
-            if os.path.isdir(final):  # re-saving the same step (e.g. after resume)
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging_root, name), final)
+            # replaces a checkpoint of the same step (re-saved after a resume)
+            move_into_place(os.path.join(staging_root, name), os.path.join(run_dir, name))
             shutil.rmtree(staging_root, ignore_errors=True)
             if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
                 self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(staging_root, run_dir)
