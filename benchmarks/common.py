@@ -47,17 +47,27 @@ def load_model(
 
 def cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.is_file()
+        else []
+    )
     return names[0] if names else platform.processor()
 
 
 def machine_info(device: str, dtype) -> dict:
     return {
-        "processor": platform.processor(), "machine": platform.machine(), "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
-        "device": device, "dtype": str(dtype),
+        "processor": platform.processor(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "dtype": str(dtype),
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else cpu_model(),
     }
 

@@ -35,8 +35,8 @@ import os
 import statistics
 
 import torch
-
 from common import command_line, machine_info, time_interleaved
+
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.evaluation.recommend import recommend
@@ -57,14 +57,30 @@ TARGETS = {"lasar_over_no_reasoning_max": 1.10, "fidelity_min": 0.9, "gpu_beam50
 
 
 def time_configuration(
-    models: dict, histories: list, batch_size: int, num_beams: int, repeats: int, max_rationale_tokens: int,
+    models: dict,
+    histories: list,
+    batch_size: int,
+    num_beams: int,
+    repeats: int,
+    max_rationale_tokens: int,
     device: str,
 ) -> dict:
     """Median ms per request of every variant, and what each reasoned for, at one batch size and beam count."""
+
     def run(name: str, chunk: list):
         model, tokenizer, sid_map, trie, depth = models[name]
-        return recommend(model, tokenizer, sid_map, chunk, top_k=min(10, num_beams), num_beams=num_beams,
-                         batch_size=batch_size, trie=trie, depth=depth, max_rationale_tokens=max_rationale_tokens)
+        return recommend(
+            model,
+            tokenizer,
+            sid_map,
+            chunk,
+            top_k=min(10, num_beams),
+            num_beams=num_beams,
+            batch_size=batch_size,
+            trie=trie,
+            depth=depth,
+            max_rationale_tokens=max_rationale_tokens,
+        )
 
     chunks = [histories[i : i + batch_size] for i in range(0, len(histories), batch_size)]
     medians, _, outputs = time_interleaved(run, list(models), chunks, repeats, device, batch_rows=len)
@@ -73,8 +89,10 @@ def time_configuration(
         depths = [d for recs in recommendations for d in recs.depths]
         rationale_tokens = [n for recs in recommendations for n in recs.rationale_tokens]
         result["variants"][name] = {
-            "ms_per_request": medians[name], "mean_depth": statistics.fmean(depths),
-            "mean_rationale_tokens": statistics.fmean(rationale_tokens), "requests": len(depths),
+            "ms_per_request": medians[name],
+            "mean_depth": statistics.fmean(depths),
+            "mean_rationale_tokens": statistics.fmean(rationale_tokens),
+            "requests": len(depths),
         }
     result["ratios"] = ratios(result["variants"])
     return result
@@ -125,29 +143,41 @@ def main() -> None:
 
     configurations = []
     for batch_size, num_beams in itertools.product(args.batch_sizes, args.beams):
-        result = time_configuration(models, histories, batch_size, num_beams, budget["repeats"],
-                                    args.max_rationale_tokens, args.device)
+        result = time_configuration(
+            models, histories, batch_size, num_beams, budget["repeats"], args.max_rationale_tokens, args.device
+        )
         configurations.append(result)
         line = ", ".join(f"{name} {v['ms_per_request']:.1f}" for name, v in result["variants"].items())
-        print(f"batch {batch_size:2d} beams {num_beams:2d}: ms/request {line}; ratios "
-              + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()), flush=True)
+        print(
+            f"batch {batch_size:2d} beams {num_beams:2d}: ms/request {line}; ratios "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()),
+            flush=True,
+        )
 
     headline = next((c for c in configurations if (c["batch_size"], c["num_beams"]) == (1, 20)), configurations[0])
     met = {
-        "lasar_over_no_reasoning": all(c["ratios"]["lasar_over_no_reasoning"] <= TARGETS["lasar_over_no_reasoning_max"]
-                                       for c in configurations),
+        "lasar_over_no_reasoning": all(
+            c["ratios"]["lasar_over_no_reasoning"] <= TARGETS["lasar_over_no_reasoning_max"] for c in configurations
+        ),
         "fidelity": all(c["ratios"]["fidelity"] >= TARGETS["fidelity_min"] for c in configurations),
     }
     if args.device.startswith("cuda"):
         beam50 = [c["ratios"]["explicit_cot_over_lasar"] for c in configurations if c["num_beams"] == 50]
         met["gpu_beam50"] = all(r >= TARGETS["gpu_beam50_explicit_cot_over_lasar_min"] for r in beam50)
     report = {
-        "command": command_line(), "budget": args.budget, "run_dir": run_dir, "dataset": data.name,
-        "requests": len(histories), "repeats": budget["repeats"], "max_rationale_tokens": args.max_rationale_tokens,
+        "command": command_line(),
+        "budget": args.budget,
+        "run_dir": run_dir,
+        "dataset": data.name,
+        "requests": len(histories),
+        "repeats": budget["repeats"],
+        "max_rationale_tokens": args.max_rationale_tokens,
         "checkpoints": {name: os.path.join(run_dir, folder) for name, (folder, _) in VARIANTS.items()},
         "explicit_cot_over_lasar": headline["ratios"]["explicit_cot_over_lasar"],
         "headline": {"batch_size": headline["batch_size"], "num_beams": headline["num_beams"]},
-        "configurations": configurations, "targets": TARGETS, "targets_met": met,
+        "configurations": configurations,
+        "targets": TARGETS,
+        "targets_met": met,
         "machine": machine_info(args.device, torch.float32),
     }
     write_json_atomic(args.output_json, report)

@@ -81,44 +81,74 @@ def main(args: LatencyArguments) -> dict:
 
     results = []
     for num_beams, batch_size in itertools.product(args.beams, args.batch_sizes):
-        batches = [encode_prompts(tokenizer, prompts[i : i + batch_size], args.device)
-                   for i in range(0, len(prompts), batch_size)]
+        batches = [
+            encode_prompts(tokenizer, prompts[i : i + batch_size], args.device)
+            for i in range(0, len(prompts), batch_size)
+        ]
         print(f"beams {num_beams}, batch {batch_size}: {len(batches)} batches x {args.repeats} repeats", flush=True)
         ms, _, _ = time_interleaved(
-            lambda variant, batch: run(variant, batch, num_beams), variants, batches, args.repeats, args.device
+            lambda variant, batch, num_beams=num_beams: run(variant, batch, num_beams),
+            variants,
+            batches,
+            args.repeats,
+            args.device,
         )
         per_step = slope(list(args.depths), [ms[f"N={n}"] for n in args.depths])
         token = (ms["N=0"] - ms["prefill"]) / length
-        results.append({
-            "num_beams": num_beams, "batch_size": batch_size, "ms_per_request": ms,
-            "per_step_ms": per_step, "token_ms": token, "per_step_over_token": per_step / token,
-            "target_met": per_step <= token,
-            "over_no_reasoning": {f"N={n}": ms[f"N={n}"] / ms["N=0"] for n in args.depths if n},
-        })
-        print("  " + ", ".join(f"{v} {t:.1f}" for v, t in ms.items())
-              + f" ms/request; latent step {per_step:.2f} ms vs decoded token {token:.2f} ms", flush=True)
+        results.append(
+            {
+                "num_beams": num_beams,
+                "batch_size": batch_size,
+                "ms_per_request": ms,
+                "per_step_ms": per_step,
+                "token_ms": token,
+                "per_step_over_token": per_step / token,
+                "target_met": per_step <= token,
+                "over_no_reasoning": {f"N={n}": ms[f"N={n}"] / ms["N=0"] for n in args.depths if n},
+            }
+        )
+        print(
+            "  "
+            + ", ".join(f"{v} {t:.1f}" for v, t in ms.items())
+            + f" ms/request; latent step {per_step:.2f} ms vs decoded token {token:.2f} ms",
+            flush=True,
+        )
 
     return {
-        "command": command_line(), "machine": machine_info(args.device, model.dtype), "arguments": asdict(args),
-        "num_requests": len(prompts), "sid_length": length, "num_items": trie.num_items,
+        "command": command_line(),
+        "machine": machine_info(args.device, model.dtype),
+        "arguments": asdict(args),
+        "num_requests": len(prompts),
+        "sid_length": length,
+        "num_items": trie.num_items,
         "mean_prompt_tokens": statistics.mean(len(tokenizer(p)["input_ids"]) for p in prompts),
         "timing": "median over requests x repeats of (batch wall time / batch size), one warm-up per variant first",
-        "target": "per_step_ms <= token_ms", "results": results,
+        "target": "per_step_ms <= token_ms",
+        "results": results,
     }
 
 
 def print_table(report: dict) -> None:
     machine = report["machine"]
     depths = report["arguments"]["depths"]
-    print(f"\n{report['num_requests']} requests, SID length {report['sid_length']}; {machine['device']} "
-          f"{machine['dtype']}, {machine['torch_threads']} torch threads; ms per request")
+    print(
+        f"\n{report['num_requests']} requests, SID length {report['sid_length']}; {machine['device']} "
+        f"{machine['dtype']}, {machine['torch_threads']} torch threads; ms per request"
+    )
     header = ("beams", "batch", "prefill", *(f"N={n}" for n in depths), "ms/step", "ms/token", "step/tok", "<=1")
     print(" | ".join(f"{h:>8}" for h in header))
     for r in report["results"]:
         ms = r["ms_per_request"]
-        cells = (r["num_beams"], r["batch_size"], f"{ms['prefill']:.1f}", *(f"{ms[f'N={n}']:.1f}" for n in depths),
-                 f"{r['per_step_ms']:.2f}", f"{r['token_ms']:.2f}", f"{r['per_step_over_token']:.2f}",
-                 "yes" if r["target_met"] else "NO")
+        cells = (
+            r["num_beams"],
+            r["batch_size"],
+            f"{ms['prefill']:.1f}",
+            *(f"{ms[f'N={n}']:.1f}" for n in depths),
+            f"{r['per_step_ms']:.2f}",
+            f"{r['token_ms']:.2f}",
+            f"{r['per_step_over_token']:.2f}",
+            "yes" if r["target_met"] else "NO",
+        )
         print(" | ".join(f"{c:>8}" for c in cells))
 
 

@@ -33,9 +33,9 @@ import sys
 
 import torch
 import yaml
+from common import command_line, machine_info
 from datasets import load_from_disk
 
-from common import command_line, machine_info
 from lasar_trl.atomic import write_json_atomic
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.evaluation.evaluate import evaluate_recommender, most_popular_baseline
@@ -47,14 +47,35 @@ SHARED_DATA = os.environ.get("LASAR_SHARED_DATA", "../shared/data")  # where the
 # The main job's own sizes (`--smoke true`, or recipes/grpo_lasar.yaml), the evaluation it would run, and
 # a folder per budget (completed folders are reused: a smoke run must never stand in for a full one).
 BUDGETS = {
-    "smoke": dict(main_job=["--smoke", "true"], seeds=[42], datasets=["ml-100k"], eval_users=16, num_beams=10,
-                  variants_dir="outputs/quality_smoke"),
-    "full": dict(main_job=[], seeds=[42, 43, 44],
-                 datasets=["ml-100k", f"minionerec:{SHARED_DATA}/amazon18_industrial"],
-                 eval_users=None, num_beams=20, variants_dir="outputs/quality"),
+    "smoke": dict(
+        main_job=["--smoke", "true"],
+        seeds=[42],
+        datasets=["ml-100k"],
+        eval_users=16,
+        num_beams=10,
+        variants_dir="outputs/quality_smoke",
+    ),
+    "full": dict(
+        main_job=[],
+        seeds=[42, 43, 44],
+        datasets=["ml-100k", f"minionerec:{SHARED_DATA}/amazon18_industrial"],
+        eval_users=None,
+        num_beams=20,
+        variants_dir="outputs/quality",
+    ),
 }
-METRICS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mean_depth", "mean_rationale_tokens",
-           "invalid_rate", "train_minutes"]
+METRICS = [
+    "hr@5",
+    "hr@10",
+    "hr@20",
+    "ndcg@5",
+    "ndcg@10",
+    "ndcg@20",
+    "mean_depth",
+    "mean_rationale_tokens",
+    "invalid_rate",
+    "train_minutes",
+]
 DONE = "stage_complete.json"
 with open(os.path.join(RECIPES, "grpo_lasar.yaml")) as main_yaml:
     MAIN_JOB_MAX_HISTORY = yaml.safe_load(main_yaml)["max_history"]
@@ -87,35 +108,95 @@ def train_minutes(folder: str) -> float:
 
 def train_variants(dataset: str, seed: int, run_dir: str, args) -> tuple[dict, dict, dict]:
     """Train (or reuse) every variant of one dataset and seed: checkpoints, commands and training minutes."""
-    job = [*BUDGETS[args.budget]["main_job"], "--dataset", dataset, "--seed", str(seed), "--run_dir", run_dir,
-           "--output_dir", os.path.join(run_dir, "stage3"), "--evaluate", "false", *args.main_job_flags]
+    job = [
+        *BUDGETS[args.budget]["main_job"],
+        "--dataset",
+        dataset,
+        "--seed",
+        str(seed),
+        "--run_dir",
+        run_dir,
+        "--output_dir",
+        os.path.join(run_dir, "stage3"),
+        "--evaluate",
+        "false",
+        *args.main_job_flags,
+    ]
     stage1, stage2, stage3 = (os.path.join(run_dir, stage) for stage in ("stage1", "stage2", "stage3"))
     commands = {}
     if not os.path.isfile(os.path.join(stage3, DONE)):
         commands["main job"] = launch("grpo_lasar.py", job)
     rows = os.path.join(stage2, LATENT_TRAIN_DATA)
-    same_rows = ["--dataset", dataset, "--seed", str(seed), "--max_train_samples", str(len(load_from_disk(rows))),
-                 "--cot_cache_dir", os.path.join(stage2, "cot"), "--evaluate_after_training", "false",
-                 "--model_name_or_path", stage1, *args.sft_flags]
+    same_rows = [
+        "--dataset",
+        dataset,
+        "--seed",
+        str(seed),
+        "--max_train_samples",
+        str(len(load_from_disk(rows))),
+        "--cot_cache_dir",
+        os.path.join(stage2, "cot"),
+        "--evaluate_after_training",
+        "false",
+        "--model_name_or_path",
+        stage1,
+        *args.sft_flags,
+    ]
     extra = {
-        "Stage 1 + GRPO, N=0": ("grpo_lasar.py", [
-            *job[: job.index("--run_dir")], "--run_dir", os.path.join(run_dir, "grpo_n0"),
-            "--output_dir", os.path.join(run_dir, "grpo_n0"), "--evaluate", "false", "--model_name_or_path", stage1,
-            "--rl_rows", rows, "--rollout_depth", "fixed", "--fixed_depth", "0", "--terminal_align_weight", "0",
-            *args.main_job_flags,
-        ]),
-        "fixed depth N=4": ("sft_latent.py", [
-            "--config", os.path.join(RECIPES, "sft_latent.yaml"), *same_rows, "--output_dir",
-            os.path.join(run_dir, "fixed_n4"), "--depth_mode", "fixed", "--fixed_depth", "4",
-        ]),
-        "explicit CoT": ("sft_explicit_cot.py", [
-            "--config", os.path.join(RECIPES, "sft_explicit_cot.yaml"), *same_rows, "--output_dir",
-            os.path.join(run_dir, "explicit_cot"),
-        ]),
+        "Stage 1 + GRPO, N=0": (
+            "grpo_lasar.py",
+            [
+                *job[: job.index("--run_dir")],
+                "--run_dir",
+                os.path.join(run_dir, "grpo_n0"),
+                "--output_dir",
+                os.path.join(run_dir, "grpo_n0"),
+                "--evaluate",
+                "false",
+                "--model_name_or_path",
+                stage1,
+                "--rl_rows",
+                rows,
+                "--rollout_depth",
+                "fixed",
+                "--fixed_depth",
+                "0",
+                "--terminal_align_weight",
+                "0",
+                *args.main_job_flags,
+            ],
+        ),
+        "fixed depth N=4": (
+            "sft_latent.py",
+            [
+                "--config",
+                os.path.join(RECIPES, "sft_latent.yaml"),
+                *same_rows,
+                "--output_dir",
+                os.path.join(run_dir, "fixed_n4"),
+                "--depth_mode",
+                "fixed",
+                "--fixed_depth",
+                "4",
+            ],
+        ),
+        "explicit CoT": (
+            "sft_explicit_cot.py",
+            [
+                "--config",
+                os.path.join(RECIPES, "sft_explicit_cot.yaml"),
+                *same_rows,
+                "--output_dir",
+                os.path.join(run_dir, "explicit_cot"),
+            ],
+        ),
     }
     checkpoints = {"Stage 1 (N=0)": stage1, "LASAR without RL (Stage 2)": stage2, "LASAR (Stage 2 + GRPO)": stage3}
-    minutes = {"Stage 1 (N=0)": 0.0, "LASAR without RL (Stage 2)": train_minutes(stage2),
-               "LASAR (Stage 2 + GRPO)": train_minutes(stage2) + train_minutes(stage3)}
+    minutes = {
+        "Stage 1 (N=0)": 0.0,
+        "LASAR without RL (Stage 2)": train_minutes(stage2),
+        "LASAR (Stage 2 + GRPO)": train_minutes(stage2) + train_minutes(stage3),
+    }
     for name, (recipe, flags) in extra.items():
         folder = flags[flags.index("--output_dir") + 1]
         marker = os.path.join(folder, "variant_complete.json")
@@ -142,8 +223,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", help="dataset specs (default: by budget)")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: by budget")
     parser.add_argument("--variants_dir", help="default: by budget")
-    parser.add_argument("--main_job_flags", type=shlex.split, default=[],
-                        help='extra flags for recipes/grpo_lasar.py, one string: --main_job_flags="--x 1"')
+    parser.add_argument(
+        "--main_job_flags",
+        type=shlex.split,
+        default=[],
+        help='extra flags for recipes/grpo_lasar.py, one string: --main_job_flags="--x 1"',
+    )
     parser.add_argument("--sft_flags", type=shlex.split, default=[], help="extra flags for the SFT variants' recipes")
     parser.add_argument("--output_json", default="benchmarks/results/quality.json")
     args = parser.parse_args()
@@ -155,9 +240,15 @@ def main() -> None:
     # Seeds outer, datasets inner, and the JSON rewritten after every finished run: a run stopped early
     # (or a budget that allows only one seed of a dataset) leaves a valid report of what was measured,
     # and running the same budget again into the same JSON measures only the runs it lacks.
-    report = {"command": command_line(), "budget": args.budget, "recipes_sha256": recipes_fingerprint(),
-              "seeds": seeds, "complete": False,
-              "machine": machine_info("cpu", torch.float32), "datasets": {}}
+    report = {
+        "command": command_line(),
+        "budget": args.budget,
+        "recipes_sha256": recipes_fingerprint(),
+        "seeds": seeds,
+        "complete": False,
+        "machine": machine_info("cpu", torch.float32),
+        "datasets": {},
+    }
     if os.path.isfile(args.output_json):
         with open(args.output_json) as f:
             earlier = json.load(f)
@@ -165,28 +256,36 @@ def main() -> None:
             report["datasets"] = {spec: r for spec, r in earlier["datasets"].items() if spec in dataset_specs}
     for seed in seeds:
         for spec in dataset_specs:
-            result = report["datasets"].setdefault(spec, {"seeds": [], "evaluation": {}, "variants": {},
-                                                          "commands": {}, "run_dirs": {}})
+            result = report["datasets"].setdefault(
+                spec, {"seeds": [], "evaluation": {}, "variants": {}, "commands": {}, "run_dirs": {}}
+            )
             if seed in result["seeds"]:
                 print(f"{spec} seed {seed}: already in {args.output_json}", flush=True)
                 continue
-            run_dir = os.path.join(variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")),
-                                   f"seed{seed}")
+            run_dir = os.path.join(variants_dir, os.path.basename(spec.split(":", 1)[-1].rstrip("/")), f"seed{seed}")
             checkpoints, result["commands"][seed], minutes = train_variants(spec, seed, run_dir, args)
             data = load_dataset_spec(spec, max_history=MAIN_JOB_MAX_HISTORY)  # the histories the models saw
             windows = data.splits["test"][: budget["eval_users"]]
             exclude = [data.seen_items("test", w) for w in windows]
-            result["evaluation"] = {"split": "test", "users": len(windows), "num_beams": budget["num_beams"],
-                                    "exclude_history": True, "stage1_train_minutes": minutes["_stage1"]}
+            result["evaluation"] = {
+                "split": "test",
+                "users": len(windows),
+                "num_beams": budget["num_beams"],
+                "exclude_history": True,
+                "stage1_train_minutes": minutes["_stage1"],
+            }
             per_variant = {}
             for name, path in checkpoints.items():
                 model, tokenizer, sid_map = load_recommender(path)
-                per_variant[name] = evaluate_recommender(model, tokenizer, sid_map, windows,
-                                                         num_beams=budget["num_beams"], exclude_items=exclude)
+                per_variant[name] = evaluate_recommender(
+                    model, tokenizer, sid_map, windows, num_beams=budget["num_beams"], exclude_items=exclude
+                )
                 per_variant[name].update(train_minutes=minutes[name], checkpoint=path)
-                print(f"{spec} seed {seed} {name:28s} HR@10 {per_variant[name]['hr@10']:.4f} "
-                      f"NDCG@10 {per_variant[name]['ndcg@10']:.4f} depth {per_variant[name]['mean_depth']:.2f}",
-                      flush=True)
+                print(
+                    f"{spec} seed {seed} {name:28s} HR@10 {per_variant[name]['hr@10']:.4f} "
+                    f"NDCG@10 {per_variant[name]['ndcg@10']:.4f} depth {per_variant[name]['mean_depth']:.2f}",
+                    flush=True,
+                )
             per_variant["most-popular"] = most_popular_baseline(data, windows, exclude_items=exclude)
             for name, metrics in per_variant.items():
                 variant = result["variants"].setdefault(name, {"per_seed": {}})
@@ -194,8 +293,9 @@ def main() -> None:
                 variant["mean"], variant["spread"] = summarize(variant["per_seed"])
             result["seeds"].append(seed)
             result["run_dirs"][seed] = run_dir
-            report["complete"] = all(s in report["datasets"].get(d, {"seeds": []})["seeds"]
-                                     for s in seeds for d in dataset_specs)
+            report["complete"] = all(
+                s in report["datasets"].get(d, {"seeds": []})["seeds"] for s in seeds for d in dataset_specs
+            )
             write_json_atomic(args.output_json, report)
             print(f"wrote {args.output_json} ({spec}, seed {seed})", flush=True)
 

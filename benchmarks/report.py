@@ -28,8 +28,11 @@ from lasar_trl.atomic import atomic_path  # noqa: E402
 
 QUALITY_COLUMNS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mean_depth", "train_minutes"]
 BEFORE_RL, AFTER_RL = "LASAR without RL (Stage 2)", "LASAR (Stage 2 + GRPO)"
-CURVES = [("stage3", "reward", "GRPO reward"), ("stage3", "depth/mean", "GRPO mean depth"),
-          ("stage2", "align_kl", "Stage-2 alignment KL")]
+CURVES = [
+    ("stage3", "reward", "GRPO reward"),
+    ("stage3", "depth/mean", "GRPO mean depth"),
+    ("stage2", "align_kl", "Stage-2 alignment KL"),
+]
 
 
 def machine_line(machine: dict) -> str:
@@ -37,26 +40,41 @@ def machine_line(machine: dict) -> str:
 
 
 def quality_section(quality: dict) -> list[str]:
-    lines = ["## Quality", "", f"Command: `{quality['command']}` (budget `{quality['budget']}`, seeds "
-             f"{quality['seeds']}). Machine: {machine_line(quality['machine'])}.", ""]
+    lines = [
+        "## Quality",
+        "",
+        f"Command: `{quality['command']}` (budget `{quality['budget']}`, seeds "
+        f"{quality['seeds']}). Machine: {machine_line(quality['machine'])}.",
+        "",
+    ]
     if not quality["complete"]:
-        lines += ["The run was stopped before every dataset had every seed: each dataset below lists the seeds it "
-                  "has.", ""]
+        lines += [
+            "The run was stopped before every dataset had every seed: each dataset below lists the seeds it has.",
+            "",
+        ]
     for dataset, result in quality["datasets"].items():
         evaluation = result["evaluation"]
-        lines += [f"### {dataset} (seeds {result['seeds']})", "",
-                  f"{evaluation['users']} test users, {evaluation['num_beams']} beams, exclude_history="
-                  f"{evaluation['exclude_history']}; mean over seeds (spread max - min in brackets when >1 seed); "
-                  f"train minutes are on top of the shared Stage 1 ({evaluation['stage1_train_minutes']:.1f} min).", "",
-                  "| variant | " + " | ".join(QUALITY_COLUMNS) + " |", "|---" * (len(QUALITY_COLUMNS) + 1) + "|"]
+        lines += [
+            f"### {dataset} (seeds {result['seeds']})",
+            "",
+            f"{evaluation['users']} test users, {evaluation['num_beams']} beams, exclude_history="
+            f"{evaluation['exclude_history']}; mean over seeds (spread max - min in brackets when >1 seed); "
+            f"train minutes are on top of the shared Stage 1 ({evaluation['stage1_train_minutes']:.1f} min).",
+            "",
+            "| variant | " + " | ".join(QUALITY_COLUMNS) + " |",
+            "|---" * (len(QUALITY_COLUMNS) + 1) + "|",
+        ]
         for name, variant in result["variants"].items():
             cells = []
             for column in QUALITY_COLUMNS:
                 if column not in variant["mean"]:
                     cells.append("-")
                     continue
-                cell = f"{variant['mean'][column]:.4f}" if column.startswith(("hr", "ndcg")) else \
-                    f"{variant['mean'][column]:.2f}"
+                cell = (
+                    f"{variant['mean'][column]:.4f}"
+                    if column.startswith(("hr", "ndcg"))
+                    else f"{variant['mean'][column]:.2f}"
+                )
                 if len(result["seeds"]) > 1:
                     cell += f" ({variant['spread'][column]:.4f})"
                 cells.append(cell)
@@ -67,27 +85,43 @@ def quality_section(quality: dict) -> list[str]:
 
 def latency_section(latency: dict, out_dir: Path) -> list[str]:
     variants = list(latency["configurations"][0]["variants"])
-    lines = ["## Latency", "", f"Command: `{latency['command']}` ({latency['requests']} {latency['dataset']} test "
-             f"requests, {latency['repeats']} repeat(s), checkpoints of `{latency['run_dir']}`). Machine: "
-             f"{machine_line(latency['machine'])}.", "",
-             f"**Explicit CoT / LASAR at batch {latency['headline']['batch_size']}, beam "
-             f"{latency['headline']['num_beams']}: {latency['explicit_cot_over_lasar']:.2f}x.** "
-             f"Targets met: {latency['targets_met']}.", "",
-             "ms per request (mean depth / rationale tokens in brackets):", "",
-             "| batch | beams | " + " | ".join(variants) + " | LASAR / N=0 | CoT / LASAR | predicted | fidelity |",
-             "|---" * (len(variants) + 6) + "|"]
+    lines = [
+        "## Latency",
+        "",
+        f"Command: `{latency['command']}` ({latency['requests']} {latency['dataset']} test "
+        f"requests, {latency['repeats']} repeat(s), checkpoints of `{latency['run_dir']}`). Machine: "
+        f"{machine_line(latency['machine'])}.",
+        "",
+        f"**Explicit CoT / LASAR at batch {latency['headline']['batch_size']}, beam "
+        f"{latency['headline']['num_beams']}: {latency['explicit_cot_over_lasar']:.2f}x.** "
+        f"Targets met: {latency['targets_met']}.",
+        "",
+        "ms per request (mean depth / rationale tokens in brackets):",
+        "",
+        "| batch | beams | " + " | ".join(variants) + " | LASAR / N=0 | CoT / LASAR | predicted | fidelity |",
+        "|---" * (len(variants) + 6) + "|",
+    ]
     for config in latency["configurations"]:
-        cells = [f"{v['ms_per_request']:.1f} ({v['mean_depth']:.1f} / {v['mean_rationale_tokens']:.0f})"
-                 for v in config["variants"].values()]
+        cells = [
+            f"{v['ms_per_request']:.1f} ({v['mean_depth']:.1f} / {v['mean_rationale_tokens']:.0f})"
+            for v in config["variants"].values()
+        ]
         r = config["ratios"]
-        lines.append(f"| {config['batch_size']} | {config['num_beams']} | " + " | ".join(cells) +
-                     f" | {r['lasar_over_no_reasoning']:.2f} | {r['explicit_cot_over_lasar']:.2f} | "
-                     f"{r['predicted_explicit_cot_over_lasar']:.2f} | {r['fidelity']:.2f} |")
-    figure, axes = plt.subplots(1, len(latency["configurations"]), figsize=(3 * len(latency["configurations"]), 3.2),
-                                squeeze=False)
+        lines.append(
+            f"| {config['batch_size']} | {config['num_beams']} | "
+            + " | ".join(cells)
+            + f" | {r['lasar_over_no_reasoning']:.2f} | {r['explicit_cot_over_lasar']:.2f} | "
+            f"{r['predicted_explicit_cot_over_lasar']:.2f} | {r['fidelity']:.2f} |"
+        )
+    figure, axes = plt.subplots(
+        1, len(latency["configurations"]), figsize=(3 * len(latency["configurations"]), 3.2), squeeze=False
+    )
     for axis, config in zip(axes[0], latency["configurations"]):
-        axis.bar(range(len(variants)), [config["variants"][v]["ms_per_request"] for v in variants],
-                 color=["#888888", "#5b8def", "#2a9d8f", "#e76f51"][: len(variants)])
+        axis.bar(
+            range(len(variants)),
+            [config["variants"][v]["ms_per_request"] for v in variants],
+            color=["#888888", "#5b8def", "#2a9d8f", "#e76f51"][: len(variants)],
+        )
         axis.set_xticks(range(len(variants)), [v.split(" (")[0] for v in variants], rotation=45, ha="right")
         axis.set_title(f"batch {config['batch_size']}, beams {config['num_beams']}", fontsize=9)
         axis.set_ylabel("ms / request")
@@ -96,8 +130,11 @@ def latency_section(latency: dict, out_dir: Path) -> list[str]:
 
 
 def depth_section(quality: dict, out_dir: Path) -> list[str]:
-    datasets = [(name, result) for name, result in quality["datasets"].items()
-                if BEFORE_RL in result["variants"] and AFTER_RL in result["variants"]]
+    datasets = [
+        (name, result)
+        for name, result in quality["datasets"].items()
+        if BEFORE_RL in result["variants"] and AFTER_RL in result["variants"]
+    ]
     figure, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
     lines = ["## Depth before and after RL", ""]
     for axis, (name, result) in zip(axes[0], datasets):
@@ -155,9 +192,14 @@ def main() -> None:
     output = Path(args.output)
     plots = output.parent / "results"
     plots.mkdir(parents=True, exist_ok=True)
-    lines = ["# Results", "", "Generated by `python benchmarks/report.py` from "
-             f"`{args.quality_json}` and `{args.latency_json}`; every number below was measured by the "
-             "command shown with it.", ""]
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python benchmarks/report.py` from "
+        f"`{args.quality_json}` and `{args.latency_json}`; every number below was measured by the "
+        "command shown with it.",
+        "",
+    ]
     lines += quality_section(quality)
     lines += depth_section(quality, plots)
     lines += latency_section(latency, plots)

@@ -70,10 +70,22 @@ def plain_epoch(model, rows: list[dict], batch_size: int, learning_rate: float, 
 
 def main(args: Arguments) -> None:
     training_args = SFTConfig(
-        output_dir=tempfile.mkdtemp(prefix="stage1-throughput-"), num_train_epochs=1,
-        per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate, lr_scheduler_type="constant",
-        warmup_steps=0, weight_decay=0.01, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-        logging_steps=50, seed=args.seed, max_length=None, dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=tempfile.mkdtemp(prefix="stage1-throughput-"),
+        num_train_epochs=1,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.01,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=50,
+        seed=args.seed,
+        max_length=None,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
         activation_checkpointing=False,
     )
     setup_run(training_args)
@@ -97,16 +109,24 @@ def main(args: Arguments) -> None:
     result = {
         "command": command_line(),
         "machine": machine_info("cpu", torch.float32),
-        "dataset": data.name, "model": args.model, "parameters": sum(p.numel() for p in model.parameters()),
-        "vocabulary": len(tokenizer), "max_history": args.max_history, "batch_size": args.batch_size,
-        "rows": len(rows), "tokens": tokens,
-        "plain_loop_seconds": plain_seconds, "library_seconds": library_seconds,
-        "library_over_plain": library_seconds / plain_seconds, "target_library_over_plain": 2.0,
+        "dataset": data.name,
+        "model": args.model,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocabulary": len(tokenizer),
+        "max_history": args.max_history,
+        "batch_size": args.batch_size,
+        "rows": len(rows),
+        "tokens": tokens,
+        "plain_loop_seconds": plain_seconds,
+        "library_seconds": library_seconds,
+        "library_over_plain": library_seconds / plain_seconds,
+        "target_library_over_plain": 2.0,
     }
     write_json_atomic(args.output_json, result)
     print(
         f"{data.name}: {len(rows)} rows, {tokens} tokens; plain loop {plain_seconds:.1f} s, "
-        f"library {library_seconds:.1f} s, ratio {result['library_over_plain']:.2f} (target <= 2)", flush=True,
+        f"library {library_seconds:.1f} s, ratio {result['library_over_plain']:.2f} (target <= 2)",
+        flush=True,
     )
 
 

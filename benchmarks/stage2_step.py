@@ -67,27 +67,49 @@ def run_variant(args: StepArguments) -> dict:
     rows = args.batch_size * (args.warmup_steps + args.timed_steps)
     dataset = recommendation_dataset(data.splits["train"][:rows], sid_map).select_columns(["prompt", "completion"])
     training = dict(
-        output_dir=tempfile.mkdtemp(prefix="stage2_step-"), max_steps=args.warmup_steps + args.timed_steps,
-        per_device_train_batch_size=args.batch_size, learning_rate=1e-5, bf16=args.bf16, report_to="none",
-        save_strategy="no", logging_strategy="no", seed=0, activation_checkpointing=args.activation_checkpointing,
-        use_cpu=args.device == "cpu", dataloader_num_workers=0, shuffle_dataset=False, disable_tqdm=True,
+        output_dir=tempfile.mkdtemp(prefix="stage2_step-"),
+        max_steps=args.warmup_steps + args.timed_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=1e-5,
+        bf16=args.bf16,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        seed=0,
+        activation_checkpointing=args.activation_checkpointing,
+        use_cpu=args.device == "cpu",
+        dataloader_num_workers=0,
+        shuffle_dataset=False,
+        disable_tqdm=True,
     )
     timer = StepTimer(args.warmup_steps, cuda=args.device.startswith("cuda"))
     if args.variant == "stage1":
         trainer = SidSFTTrainer(
-            model=model, args=SFTConfig(**training), train_dataset=dataset, processing_class=tokenizer,
-            sid_map=sid_map, callbacks=[timer],
+            model=model,
+            args=SFTConfig(**training),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            sid_map=sid_map,
+            callbacks=[timer],
         )
     else:
         generator = torch.Generator().manual_seed(0)
         anchors = [torch.randn(DEPTH, model.config.hidden_size, generator=generator).tolist() for _ in range(rows)]
         trainer = LasarSFTTrainer(
-            model=model, args=LasarSFTConfig(**training), train_dataset=dataset.add_column("anchors", anchors),
-            processing_class=tokenizer, sid_map=sid_map, callbacks=[timer],
+            model=model,
+            args=LasarSFTConfig(**training),
+            train_dataset=dataset.add_column("anchors", anchors),
+            processing_class=tokenizer,
+            sid_map=sid_map,
+            callbacks=[timer],
         )
     trainer.train()
-    return {"step_seconds": timer.seconds, "median_step_seconds": statistics.median(timer.seconds),
-            "peak_memory_bytes": timer.peak_memory(), "torch_threads": torch.get_num_threads()}
+    return {
+        "step_seconds": timer.seconds,
+        "median_step_seconds": statistics.median(timer.seconds),
+        "peak_memory_bytes": timer.peak_memory(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def main(args: StepArguments) -> dict:
@@ -98,9 +120,19 @@ def main(args: StepArguments) -> dict:
     variants = {}
     for variant in ("stage1", "stage2"):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            command = [sys.executable, __file__, "--variant", variant, "--output_json", out.name,
-                       *[f"--{k}={v}" for k, v in asdict(args).items()
-                         if v is not None and k not in ("variant", "output_json", "sid_map")]]
+            command = [
+                sys.executable,
+                __file__,
+                "--variant",
+                variant,
+                "--output_json",
+                out.name,
+                *[
+                    f"--{k}={v}"
+                    for k, v in asdict(args).items()
+                    if v is not None and k not in ("variant", "output_json", "sid_map")
+                ],
+            ]
             if sid_map_file:
                 command.append(f"--sid_map={sid_map_file}")
             print(f"{variant}: {args.warmup_steps} warm-up + {args.timed_steps} timed steps", flush=True)
@@ -113,9 +145,12 @@ def main(args: StepArguments) -> dict:
     return {
         "command": command_line(),
         "machine": machine_info(args.device, "float32 weights" + (", bf16" if args.bf16 else "")),
-        "arguments": asdict(args), "stage2_depth": DEPTH,
+        "arguments": asdict(args),
+        "stage2_depth": DEPTH,
         "memory": "CUDA max_memory_allocated" if args.device.startswith("cuda") else "peak RSS during timed steps",
-        "variants": variants, "ratios": ratios, "targets": TARGETS,
+        "variants": variants,
+        "ratios": ratios,
+        "targets": TARGETS,
         "targets_met": {name: ratio <= TARGETS[name] for name, ratio in ratios.items()},
     }
 

@@ -68,8 +68,10 @@ class RecScriptArguments:
         if self.max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {self.max_history}")
         if self.stage1_layout == "sequences" and self.prompt_template != "compact":
-            raise ValueError("stage1_layout=sequences needs prompt_template=compact: only compact prompts are "
-                             "prefixes of a user's sequence")
+            raise ValueError(
+                "stage1_layout=sequences needs prompt_template=compact: only compact prompts are "
+                "prefixes of a user's sequence"
+            )
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
 

@@ -48,8 +48,13 @@ def reason(
     when given; each prompt once for `group_sizes` rows when given, see `run_latent_loop`),
     then the float32 logits of SID token 1 (rows, V): where both decoders start."""
     trajectory = run_latent_loop(
-        model, input_ids, attention_mask, constant_depth(0) if num_steps is None else num_steps,
-        max_steps=max_steps, latent_projection=latent_projection, group_sizes=group_sizes,
+        model,
+        input_ids,
+        attention_mask,
+        constant_depth(0) if num_steps is None else num_steps,
+        max_steps=max_steps,
+        latent_projection=latent_projection,
+        group_sizes=group_sizes,
     )
     return trajectory, next_token_logits(model, trajectory.answer_state.unsqueeze(1))
 

@@ -70,9 +70,7 @@ def check_items_known(data: RecData, sid_map: SidMap) -> None:
                     )
 
 
-def recommendation_dataset(
-    windows: Sequence[Window], sid_map: SidMap, template: str = "english"
-) -> datasets.Dataset:
+def recommendation_dataset(windows: Sequence[Window], sid_map: SidMap, template: str = "english") -> datasets.Dataset:
     """Main task: history SIDs -> `<bot>` next SID, with the target kept as a column."""
     return datasets.Dataset.from_dict(
         {

@@ -8,8 +8,9 @@ evaluation table.
 Without `--config` it runs recipes/grpo_lasar.yaml (ml-100k, the compact scratch:tiny backbone);
 recipes/grpo_lasar_smollm2.yaml runs it on the embedded SmolLM2-135M.
 Stages 1 and 2 run from their own yamls (`stage1_config`, `stage2_config`), through the
-functions their recipes call (`lasar_trl.stages`), unless `--model_name_or_path` names a Stage-2 checkpoint (or a Stage-1 one, with `--rl_rows`
-and `--rollout_depth fixed --fixed_depth 0`: the MiniOneRec recipe); each stage is saved under
+functions their recipes call (`lasar_trl.stages`), unless `--model_name_or_path` names a
+Stage-2 checkpoint (or a Stage-1 one, with `--rl_rows` and `--rollout_depth fixed
+--fixed_depth 0`: the MiniOneRec recipe); each stage is saved under
 `run_dir` and marked complete before the next starts, so a second run reuses it (and an
 interrupted stage resumes from its last checkpoint). Stage 3 is `LasarGRPOTrainer` on
 prompts and anchors of Stage 2's training rows. The table compares, on the same test

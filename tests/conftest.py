@@ -2,7 +2,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from testing_utils import make_tiny_model
 
 

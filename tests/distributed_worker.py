@@ -11,14 +11,14 @@ import os
 import sys
 
 import torch
+from test_grpo import grpo_args, grpo_dataset, save_stage2_checkpoint, sid_rewards
+from test_lasar_sft import make_trainer as make_sft_trainer
 from transformers import AutoTokenizer
 
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.sid import SidMap
-from test_grpo import grpo_args, grpo_dataset, save_stage2_checkpoint, sid_rewards
 from lasar_trl.trainers import LasarGRPOTrainer
-from test_lasar_sft import make_trainer as make_sft_trainer
 
 GLOBAL_BATCH = 8
 SCENARIOS = {
@@ -37,9 +37,13 @@ def deepspeed_config(stage: int) -> dict:
     """ZeRO on CPU (DS_ACCELERATOR=cpu): the Trainer fills the "auto" fields from its arguments."""
     return {
         "zero_optimization": {"stage": stage, "stage3_gather_16bit_weights_on_model_save": True},
-        "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-        "train_batch_size": "auto", "gradient_clipping": "auto", "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": False}, "fp16": {"enabled": False},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": False},
+        "fp16": {"enabled": False},
     }
 
 
@@ -64,8 +68,11 @@ def main(scenario: str, out_dir: str, zero_stage: int = 0) -> None:
         model, tokenizer, _ = load_recommender(save_stage2_checkpoint(tokenizer, sid_map, folder))
         args = grpo_args(os.path.join(out_dir, "run"), num_generations=4, **common)
         trainer = LasarGRPOTrainer(
-            model=model, reward_funcs=sid_rewards(sid_map, tokenizer), args=args,
-            train_dataset=grpo_dataset(sid_map), processing_class=tokenizer,
+            model=model,
+            reward_funcs=sid_rewards(sid_map, tokenizer),
+            args=args,
+            train_dataset=grpo_dataset(sid_map),
+            processing_class=tokenizer,
         )
     depth_maxima = []
     max_steps = trainer._max_steps

@@ -8,6 +8,7 @@ import sys
 
 import torch
 from accelerate import PartialState
+from testing_utils import make_tiny_model
 from transformers import AutoTokenizer
 
 from lasar_trl.cot import anchors as anchors_module
@@ -18,7 +19,6 @@ from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.tasks import history_prompt
-from testing_utils import make_tiny_model
 
 SAMPLES = 7  # odd, and with a repeat: shares of distinct samples are uneven
 
@@ -55,9 +55,17 @@ if __name__ == "__main__":
         extracted.extend(prompts) or real_extract(model, tok, prompts, *a, **k)
     )
     anchors = anchors_for_samples(
-        model, tokenizer, sid_map, prompts, cots, [split_sentences(c) for c in cots], f"{cache_dir}/anchors",
-        shard_size=2, state=state,
+        model,
+        tokenizer,
+        sid_map,
+        prompts,
+        cots,
+        [split_sentences(c) for c in cots],
+        f"{cache_dir}/anchors",
+        shard_size=2,
+        state=state,
     )
     with open(f"{out_dir}/rank{state.process_index}.json", "w") as f:
-        json.dump({"asked": teacher.asked, "extracted": extracted, "cots": cots,
-                   "anchors": [a.tolist() for a in anchors]}, f)
+        json.dump(
+            {"asked": teacher.asked, "extracted": extracted, "cots": cots, "anchors": [a.tolist() for a in anchors]}, f
+        )

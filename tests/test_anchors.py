@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from testing_utils import free_port
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from lasar_trl.cot import (
@@ -24,7 +25,6 @@ from lasar_trl.cot import anchors as anchors_module
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN
 from lasar_trl.tasks import history_prompt
-from testing_utils import free_port
 
 COTS = [
     "The user watched two comedies. Then a café drama! Next comes something calm.",
@@ -172,8 +172,13 @@ def test_a_leftover_temp_file_is_ignored(tiny_recommender, tmp_path):
 
 def other_hidden_size_model(tokenizer):
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return AutoModelForCausalLM.from_config(config)
 
@@ -203,14 +208,24 @@ def test_a_store_of_another_model_or_sid_map_is_refused(tiny_recommender, tmp_pa
 
 def run_preprocess(processes: int, out_dir, cache_dir) -> list[dict]:
     worker = os.path.join(os.path.dirname(__file__), "preprocess_worker.py")
-    launcher = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-        "--master_port", str(free_port()),
-    ]
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_port",
+            str(free_port()),
+        ]
+    )
     out_dir.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*launcher, worker, str(out_dir), str(cache_dir)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [*launcher, worker, str(out_dir), str(cache_dir)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(processes)]
 

@@ -19,10 +19,24 @@ def test_gpu_smoke_runs_every_stage_on_a_tiny_backbone(smol_path, tmp_path):
     with its timed steps and a peak memory."""
     output = tmp_path / "smoke.json"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        os.path.join(REPO, "accelerate_configs", "single_process.yaml"), "--num_processes", "1",
-        os.path.join(REPO, "benchmarks", "gpu_smoke.py"), "--shape", "tiny", "--batch_size", "8",
-        "--num_generations", "4", "--timed_steps", "2", "--output_json", str(output),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        os.path.join(REPO, "accelerate_configs", "single_process.yaml"),
+        "--num_processes",
+        "1",
+        os.path.join(REPO, "benchmarks", "gpu_smoke.py"),
+        "--shape",
+        "tiny",
+        "--batch_size",
+        "8",
+        "--num_generations",
+        "4",
+        "--timed_steps",
+        "2",
+        "--output_json",
+        str(output),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -39,8 +53,18 @@ def test_gpu_smoke_runs_every_stage_on_a_tiny_backbone(smol_path, tmp_path):
 def test_stage1_throughput_times_both_loops_on_the_same_rows(tiny_recbole_dir, tmp_path):
     """benchmarks/stage1_throughput.py: the plain loop and the library's Stage 1 over the same rows."""
     output = tmp_path / "throughput.json"
-    command = [sys.executable, os.path.join(REPO, "benchmarks", "stage1_throughput.py"), "--dataset",
-               f"recbole:{tiny_recbole_dir}", "--max_history", "4", "--batch_size", "8", "--output_json", str(output)]
+    command = [
+        sys.executable,
+        os.path.join(REPO, "benchmarks", "stage1_throughput.py"),
+        "--dataset",
+        f"recbole:{tiny_recbole_dir}",
+        "--max_history",
+        "4",
+        "--batch_size",
+        "8",
+        "--output_json",
+        str(output),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     report = json.loads(output.read_text())
@@ -49,16 +73,32 @@ def test_stage1_throughput_times_both_loops_on_the_same_rows(tiny_recbole_dir, t
     assert math.isclose(report["library_over_plain"], report["library_seconds"] / report["plain_loop_seconds"])
 
 
-QUALITY_VARIANTS = ["Stage 1 (N=0)", "LASAR without RL (Stage 2)", "LASAR (Stage 2 + GRPO)", "Stage 1 + GRPO, N=0",
-                    "fixed depth N=4", "explicit CoT", "most-popular"]
+QUALITY_VARIANTS = [
+    "Stage 1 (N=0)",
+    "LASAR without RL (Stage 2)",
+    "LASAR (Stage 2 + GRPO)",
+    "Stage 1 + GRPO, N=0",
+    "fixed depth N=4",
+    "explicit CoT",
+    "most-popular",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run_benchmark(script: str, *flags: str) -> str:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PATH": os.path.dirname(sys.executable) + os.pathsep
-           + os.environ.get("PATH", "")}
-    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *flags], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", script), *flags],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done.stdout
 
@@ -67,16 +107,23 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
     """quality.py and latency.py at --budget smoke on a tiny model, then report.py: the JSON has every
     variant and configuration, invariants a wrong harness breaks hold, and every plot is a PNG."""
     import matplotlib.image
-    from transformers import AutoTokenizer
-
     from testing_utils import tiny_job_configs
+    from transformers import AutoTokenizer
 
     dataset = f"recbole:{tiny_recbole_dir}"
     configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset)
     quality_json, latency_json = tmp_path / "quality.json", tmp_path / "latency.json"
-    quality_flags = ["--budget", "smoke", "--datasets", dataset, "--variants_dir", str(tmp_path / "q"),
-                     f"--main_job_flags=--stage1_config {configs['stage1_config']} --logging_steps 1",
-                     "--output_json", str(quality_json)]
+    quality_flags = [
+        "--budget",
+        "smoke",
+        "--datasets",
+        dataset,
+        "--variants_dir",
+        str(tmp_path / "q"),
+        f"--main_job_flags=--stage1_config {configs['stage1_config']} --logging_steps 1",
+        "--output_json",
+        str(quality_json),
+    ]
     run_benchmark("quality.py", *quality_flags)
     quality = json.loads(quality_json.read_text())
     assert "already in" in run_benchmark("quality.py", *quality_flags)  # a rerun keeps what was measured
@@ -98,8 +145,22 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
     assert all(means[name]["train_minutes"] > 0 for name in QUALITY_VARIANTS[1:-1])
 
     run_dir = result["run_dirs"]["42"]
-    run_benchmark("latency.py", "--budget", "smoke", "--run_dir", run_dir, "--dataset", dataset,
-                  "--beams", "10", "20", "--max_rationale_tokens", "16", "--output_json", str(latency_json))
+    run_benchmark(
+        "latency.py",
+        "--budget",
+        "smoke",
+        "--run_dir",
+        run_dir,
+        "--dataset",
+        dataset,
+        "--beams",
+        "10",
+        "20",
+        "--max_rationale_tokens",
+        "16",
+        "--output_json",
+        str(latency_json),
+    )
     latency = json.loads(latency_json.read_text())
     shapes = [(c["batch_size"], c["num_beams"]) for c in latency["configurations"]]
     assert shapes == [(1, 10), (1, 20), (8, 10), (8, 20)]
@@ -113,8 +174,9 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
     assert all(math.isfinite(n) and n > 0 for n in numbers), numbers
 
     report = tmp_path / "docs" / "results.md"
-    run_benchmark("report.py", "--quality_json", str(quality_json), "--latency_json", str(latency_json),
-                  "--output", str(report))
+    run_benchmark(
+        "report.py", "--quality_json", str(quality_json), "--latency_json", str(latency_json), "--output", str(report)
+    )
     text = report.read_text()
     for heading in ("## Quality", "## Depth before and after RL", "## Latency", "## Training curves"):
         assert heading in text, heading

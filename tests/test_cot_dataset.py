@@ -4,17 +4,16 @@ import json
 
 import pytest
 import torch
+from testing_utils import make_tiny_model
 
 from lasar_trl.configs import CotArguments
 from lasar_trl.cot.dataset import latent_sft_dataset, segment_all
 from lasar_trl.cot.sources import rationales, read_cot_file
-from lasar_trl.data import load_dataset_spec
-from lasar_trl.data import training_windows
+from lasar_trl.data import load_dataset_spec, training_windows
 from lasar_trl.data.schema import DataFormatError
 from lasar_trl.sid.build import build_sid_map
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.tasks import history_prompt
-from testing_utils import make_tiny_model
 
 
 @pytest.fixture
@@ -46,7 +45,9 @@ def test_cot_file_is_read_by_prompt_and_bad_rows_name_their_line(tiny_data, tmp_
     file.write_text("".join(json.dumps({"prompt": p, "cot": f"Reason {i}."}) + "\n" for i, p in enumerate(prompts)))
     assert read_cot_file(str(file), prompts[::-1]) == ["Reason 2.", "Reason 1.", "Reason 0."]
     assert rationales(CotArguments(cot_source="file", cot_file=str(file)), data, sid_map, windows, str(tmp_path)) == [
-        "Reason 0.", "Reason 1.", "Reason 2."
+        "Reason 0.",
+        "Reason 1.",
+        "Reason 2.",
     ]
     with pytest.raises(DataFormatError, match="no CoT for 1 of 4 prompts"):
         read_cot_file(str(file), prompts + ["unknown prompt"])
@@ -73,16 +74,15 @@ def test_segment_all_embeds_each_distinct_sentence_once():
 
     cots = ["I like drama. More drama please. Now comedy.", "Now comedy. I like drama."]
     assert segment_all(cots) == [
-        ["I like drama.", "More drama please.", "Now comedy."], ["Now comedy.", "I like drama."]
+        ["I like drama.", "More drama please.", "Now comedy."],
+        ["Now comedy.", "I like drama."],
     ]
     merged = segment_all(cots, embed, threshold=0.9)
     assert merged == [["I like drama. More drama please.", "Now comedy."], ["Now comedy.", "I like drama."]]
     assert len(calls) == 1 and sorted(calls[0]) == sorted({"I like drama.", "More drama please.", "Now comedy."})
 
 
-def test_latent_sft_dataset_has_one_anchor_per_segment_and_refuses_empty_cots(
-    tiny_data, smol_tokenizer, tmp_path
-):
+def test_latent_sft_dataset_has_one_anchor_per_segment_and_refuses_empty_cots(tiny_data, smol_tokenizer, tmp_path):
     data, sid_map = tiny_data
     model = make_tiny_model(smol_tokenizer)
     add_sid_tokens(model, smol_tokenizer, sid_map)

@@ -159,9 +159,7 @@ def test_leave_one_out_rejects_zero_history() -> None:
 # RecBole atomic files
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-ITEM_HEADER = (
-    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\tprice:float\tstudio:token\n"
-)
+ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\tprice:float\tstudio:token\n"
 
 
 def write_recbole(directory: Path, inter_rows: str, item_rows: str | None = None) -> Path:
@@ -174,7 +172,7 @@ def write_recbole(directory: Path, inter_rows: str, item_rows: str | None = None
 def test_recbole_ties_keep_file_order_and_text_fields(tmp_path: Path) -> None:
     directory = write_recbole(
         tmp_path,
-        "u2\ti9\t1\t7\n" "u1\ti3\t1\t5\n" "u1\ti1\t1\t1\n" "u1\ti2\t1\t5\n" "u1\ti4\t1\t1\n" "u2\ti1\t1\t3\n",
+        "u2\ti9\t1\t7\nu1\ti3\t1\t5\nu1\ti1\t1\t1\nu1\ti2\t1\t5\nu1\ti4\t1\t1\nu2\ti1\t1\t3\n",
         "i1\tOne\t1990\tDrama Comedy\t9.5\tACME\n"
         "i2\tTwo\t\tHorror\t1\t\n"
         "i3\tThree\t1991\tDrama\t1\tACME\n"
@@ -242,7 +240,7 @@ def test_recbole_missing_column(tmp_path: Path) -> None:
 
 
 def test_recbole_duplicate_item_names_both_lines(tmp_path: Path) -> None:
-    items = "i1\tOne\t1\tA\t1\tB\n" "i2\tTwo\t1\tA\t1\tB\n" "i1\tAgain\t1\tA\t1\tB\n"
+    items = "i1\tOne\t1\tA\t1\tB\ni2\tTwo\t1\tA\t1\tB\ni1\tAgain\t1\tA\t1\tB\n"
     write_recbole(tmp_path, "u\ti1\t1\t1\n", items)
     with pytest.raises(DataFormatError, match=where(tmp_path / "toy.item", 4, "item_id", "first on line 2")):
         load_dataset_spec(f"recbole:{tmp_path}")
@@ -296,8 +294,8 @@ def test_minionerec_synthetic(tmp_path: Path) -> None:
         (csv_row("U", '"[0, 9]"', "1"), "history_item_id", "'9' is not in the catalog"),
         (csv_row("U", '"[0]"', "9"), "item_id", "'9' is not in the catalog"),
         (csv_row("U", '"[]"', "1"), "history_item_id", "empty history"),
-        (csv_row("U", '"[0, __import__(\'os\')]"', "1"), "history_item_id", "not a Python list literal"),
-        ("U,t,t,\"[0]\",1,s\n", "item_sid", "missing"),
+        (csv_row("U", "\"[0, __import__('os')]\"", "1"), "history_item_id", "not a Python list literal"),
+        ('U,t,t,"[0]",1,s\n', "item_sid", "missing"),
     ],
 )
 def test_minionerec_bad_rows(tmp_path: Path, row: str, field: str, problem: str) -> None:
@@ -407,7 +405,7 @@ METADATA = "\n".join(
 
 def review_lines(reviews: list[tuple[str, str, int]]) -> str:
     return "".join(
-        json.dumps({"reviewerID": u, "asin": a, "unixReviewTime": t, "reviewText": "ok, \"fine\""}) + "\n"
+        json.dumps({"reviewerID": u, "asin": a, "unixReviewTime": t, "reviewText": 'ok, "fine"'}) + "\n"
         for u, a, t in reviews
     )
 

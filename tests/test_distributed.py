@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from testing_utils import free_port
 
 from lasar_trl.modeling.checkpoint import load_recommender
-from testing_utils import free_port
 
 pytestmark = pytest.mark.slow  # torchrun / accelerate launch workers
 
@@ -25,10 +25,19 @@ SINGLE_PROCESS: dict[str, dict] = {}
 
 def run(scenario: str, out_dir, processes: int, smol_path: str, backend: str = "ddp") -> list[dict]:
     out_dir.mkdir()
-    launcher = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-        "--master_port", str(free_port()),
-    ]
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_port",
+            str(free_port()),
+        ]
+    )
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     command = [*launcher, WORKER, scenario, str(out_dir), str(BACKENDS[backend])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -79,9 +88,22 @@ def test_zero3_run_saves_a_consolidated_checkpoint_that_evaluate_reads(smol_path
         assert difference.mean() < 1e-6 and difference.max() < 1e-2, name
     evaluate = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "evaluate.py")
     report = tmp_path / "eval.json"
-    subprocess.run([sys.executable, evaluate, "--checkpoint", str(tmp_path / "zero3" / "final"), "--dataset",
-                    f"recbole:{tiny_recbole_dir}", "--num_beams", "5", "--output_json", str(report)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            evaluate,
+            "--checkpoint",
+            str(tmp_path / "zero3" / "final"),
+            "--dataset",
+            f"recbole:{tiny_recbole_dir}",
+            "--num_beams",
+            "5",
+            "--output_json",
+            str(report),
+        ],
+        check=True,
+        timeout=300,
+    )
     assert json.loads(report.read_text())["invalid_rate"] == 0.0
 
 
@@ -89,30 +111,68 @@ def test_main_job_runs_every_stage_under_accelerate_launch_with_zero3(smol_path,
     """The user's command with the shipped ZeRO-3 config, two CPU processes and a tiny model: Stage 1
     (model loaded into zero.Init shards), Stage 2 (anchors need whole weights), Stage 3 (built after
     the other stages' Trainers) and the table, which loads each consolidated folder on one process."""
+    from testing_utils import tiny_job_configs
     from transformers import AutoTokenizer
 
-    from testing_utils import tiny_job_configs
-
     dataset = f"recbole:{tiny_recbole_dir}"
-    configs = tiny_job_configs(tmp_path, AutoTokenizer.from_pretrained(smol_path), dataset, ddp_backend="gloo",
-                               save_strategy="no", max_steps=2, per_device_train_batch_size=4)
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
-           "TOKENIZERS_PARALLELISM": "false"}
+    configs = tiny_job_configs(
+        tmp_path,
+        AutoTokenizer.from_pretrained(smol_path),
+        dataset,
+        ddp_backend="gloo",
+        save_strategy="no",
+        max_steps=2,
+        per_device_train_batch_size=4,
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.path.dirname(__file__),
+        "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        os.path.join(RECIPES, os.pardir, "accelerate_configs", "deepspeed_zero3.yaml"), "--num_processes", "2",
-        "--mixed_precision", "no", "--main_process_port", str(free_port()), os.path.join(RECIPES, "grpo_lasar.py"),
-        "--smoke", "true", "--dataset", dataset, "--stage1_config", configs["stage1_config"],
-        "--stage2_config", configs["stage2_config"], "--run_dir", str(run_dir),
-        "--output_dir", str(run_dir / "stage3"), "--ddp_backend", "gloo", "--per_device_train_batch_size", "4",
-        "--num_generations", "4",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        os.path.join(RECIPES, os.pardir, "accelerate_configs", "deepspeed_zero3.yaml"),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        os.path.join(RECIPES, "grpo_lasar.py"),
+        "--smoke",
+        "true",
+        "--dataset",
+        dataset,
+        "--stage1_config",
+        configs["stage1_config"],
+        "--stage2_config",
+        configs["stage2_config"],
+        "--run_dir",
+        str(run_dir),
+        "--output_dir",
+        str(run_dir / "stage3"),
+        "--ddp_backend",
+        "gloo",
+        "--per_device_train_batch_size",
+        "4",
+        "--num_generations",
+        "4",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert list(summary["results"]) == ["LASAR (Stage 3, Policy Head depth)", "LASAR forced to N=4 (ablation)",
-                                        "Stage 1 (N=0)", "most-popular"]
+    assert list(summary["results"]) == [
+        "LASAR (Stage 3, Policy Head depth)",
+        "LASAR forced to N=4 (ablation)",
+        "Stage 1 (N=0)",
+        "most-popular",
+    ]
     assert all(result["num_samples"] == 12 for result in summary["results"].values())  # every test user
     for stage in ("stage1", "stage2", "stage3"):
         assert (run_dir / stage / "stage_complete.json").is_file(), stage

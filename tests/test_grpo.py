@@ -7,6 +7,8 @@ import os
 
 import pytest
 import torch
+from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint
+from testing_utils import make_tiny_model
 from transformers import AutoTokenizer
 
 from lasar_trl.decoding import sid_beam_search, sid_sample
@@ -17,8 +19,6 @@ from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_grpo_config import LasarGRPOConfig
 from lasar_trl.trainers.lasar_grpo_trainer import BASELINE_FILE, LasarGRPOTrainer, prompt_groups
-from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint
-from testing_utils import make_tiny_model
 
 GROUP = 4
 N_MAX = 4
@@ -51,20 +51,34 @@ def grpo_dataset(sid_map, rows: int = 40, anchors: bool = True):
 
 def grpo_args(output_dir, **overrides) -> LasarGRPOConfig:
     defaults = dict(
-        output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=8, num_generations=GROUP,
-        learning_rate=1e-3, bf16=False, use_cpu=True, report_to="none", logging_steps=1, save_strategy="no",
-        activation_checkpointing=False, seed=0, dataloader_num_workers=0,
+        output_dir=str(output_dir),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        num_generations=GROUP,
+        learning_rate=1e-3,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        activation_checkpointing=False,
+        seed=0,
+        dataloader_num_workers=0,
     )
     return LasarGRPOConfig(**{**defaults, **overrides})
 
 
 def sid_rewards(sid_map, tokenizer):
-    return [ExactMatchReward(sid_map, tokenizer), RankingReward(sid_map, tokenizer, GROUP),
-            PrefixMatchReward(sid_map, tokenizer)]
+    return [
+        ExactMatchReward(sid_map, tokenizer),
+        RankingReward(sid_map, tokenizer, GROUP),
+        PrefixMatchReward(sid_map, tokenizer),
+    ]
 
 
-def make_trainer(tokenizer, sid_map, checkpoint, output_dir, reward_funcs=None, dataset=None, model=None,
-                 **overrides) -> LasarGRPOTrainer:
+def make_trainer(
+    tokenizer, sid_map, checkpoint, output_dir, reward_funcs=None, dataset=None, model=None, **overrides
+) -> LasarGRPOTrainer:
     return LasarGRPOTrainer(
         model=model if model is not None else checkpoint,
         reward_funcs=reward_funcs or sid_rewards(sid_map, tokenizer),
@@ -86,8 +100,9 @@ def logged(trainer, key: str) -> list[float]:
 def test_grpo_run_with_reference_and_checkpointing_is_finite_valid_and_logs_its_metrics(
     smol_tokenizer, tiny_sid_map, stage2, tmp_path
 ):
-    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", beta=0.04,
-                           activation_checkpointing=True)
+    trainer = make_trainer(
+        smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", beta=0.04, activation_checkpointing=True
+    )
     assert trainer.ref_model is not None and get_lasar(trainer.ref_model) is not None
     trainer.train()
     assert all(math.isfinite(loss) for loss in logged(trainer, "loss")) and len(logged(trainer, "loss")) == 3
@@ -95,8 +110,16 @@ def test_grpo_run_with_reference_and_checkpointing_is_finite_valid_and_logs_its_
     # the reference scores the same latent trajectories: before any update, policy == reference exactly
     assert logged(trainer, "kl")[0] == pytest.approx(0.0, abs=1e-6)
     assert logged(trainer, "kl")[-1] > 0
-    for key in ["rewards/exact_match/mean", "rewards/ranking/mean", "rewards/prefix_match/mean", "depth/mean",
-                "terminal_kl", "depth/policy_entropy", "latent_norm_ratio", "depth/baseline"]:
+    for key in [
+        "rewards/exact_match/mean",
+        "rewards/ranking/mean",
+        "rewards/prefix_match/mean",
+        "depth/mean",
+        "terminal_kl",
+        "depth/policy_entropy",
+        "latent_norm_ratio",
+        "depth/baseline",
+    ]:
         assert len(logged(trainer, key)) == 3, key
     fractions = [sum(entry[f"depth/frac_{d}"] for d in range(N_MAX + 1)) for entry in trainer.state.log_history[:3]]
     assert fractions == pytest.approx([1.0] * 3)
@@ -133,8 +156,9 @@ def test_loss_log_probs_are_the_rollouts_own(smol_tokenizer, tiny_sid_map, stage
 
 @pytest.mark.slow  # over 10 s on 2 cores
 @pytest.mark.parametrize("reward, depth_cost, direction", [("flat", 0.05, "falls"), ("deeper", 0.0, "rises")])
-def test_reinforce_moves_the_sampled_depth(smol_tokenizer, tiny_sid_map, stage2, tmp_path, reward, depth_cost,
-                                           direction):
+def test_reinforce_moves_the_sampled_depth(
+    smol_tokenizer, tiny_sid_map, stage2, tmp_path, reward, depth_cost, direction
+):
     """A reward blind to depth plus a step cost makes depth fall; a reward that grows
     with depth and no cost makes it rise (only the head learns here: learning_rate 0)."""
 
@@ -145,8 +169,15 @@ def test_reinforce_moves_the_sampled_depth(smol_tokenizer, tiny_sid_map, stage2,
         return [d / N_MAX for d in depth]
 
     trainer = make_trainer(
-        smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", reward_funcs=[flat if reward == "flat" else deeper],
-        max_steps=40, learning_rate=0.0, policy_head_learning_rate=0.02, depth_cost=depth_cost,
+        smol_tokenizer,
+        tiny_sid_map,
+        stage2,
+        tmp_path / "out",
+        reward_funcs=[flat if reward == "flat" else deeper],
+        max_steps=40,
+        learning_rate=0.0,
+        policy_head_learning_rate=0.02,
+        depth_cost=depth_cost,
         terminal_align_weight=0.0,
     )
     trainer.train()
@@ -162,8 +193,9 @@ def test_reinforce_moves_the_sampled_depth(smol_tokenizer, tiny_sid_map, stage2,
 def test_resume_continues_from_the_same_step_with_the_baseline(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
     full = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "full", max_steps=4)
     full.train()
-    interrupted = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "run", max_steps=4,
-                               save_strategy="steps", save_steps=2)
+    interrupted = make_trainer(
+        smol_tokenizer, tiny_sid_map, stage2, tmp_path / "run", max_steps=4, save_strategy="steps", save_steps=2
+    )
     interrupted.train()
     checkpoint = tmp_path / "run" / "checkpoint-2"
     assert (checkpoint / BASELINE_FILE).is_file() and (checkpoint / "lasar_head.safetensors").is_file()
@@ -178,8 +210,16 @@ def test_resume_continues_from_the_same_step_with_the_baseline(smol_tokenizer, t
 def test_fixed_depth_zero_is_grpo_without_reasoning_on_a_stage1_model(smol_tokenizer, tiny_sid_map, tmp_path):
     """The MiniOneRec recipe: no Policy Head needed, no latent step, no anchors."""
     stage1 = str(save_stage1_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage1"))
-    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage1, tmp_path / "out", rollout_depth="fixed",
-                           fixed_depth=0, dataset=grpo_dataset(tiny_sid_map, anchors=False), max_steps=2)
+    trainer = make_trainer(
+        smol_tokenizer,
+        tiny_sid_map,
+        stage1,
+        tmp_path / "out",
+        rollout_depth="fixed",
+        fixed_depth=0,
+        dataset=grpo_dataset(tiny_sid_map, anchors=False),
+        max_steps=2,
+    )
     trainer.train()
     assert logged(trainer, "depth/mean") == [0.0, 0.0]
     assert logged(trainer, "invalid_rate") == [0.0, 0.0]
@@ -195,17 +235,26 @@ def test_sampled_depth_needs_a_policy_head(smol_tokenizer, tiny_sid_map, tmp_pat
 
 def test_terminal_alignment_needs_anchors(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
     with pytest.raises(ValueError, match="no 'anchors' column"):
-        make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out",
-                     dataset=grpo_dataset(tiny_sid_map, anchors=False))
+        make_trainer(
+            smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", dataset=grpo_dataset(tiny_sid_map, anchors=False)
+        )
 
 
 def test_beam_rollouts_and_argmax_depth(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
-    beam = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "beam", rollout_decoding="beam",
-                        rollout_num_beams=5, max_steps=2)
+    beam = make_trainer(
+        smol_tokenizer,
+        tiny_sid_map,
+        stage2,
+        tmp_path / "beam",
+        rollout_decoding="beam",
+        rollout_num_beams=5,
+        max_steps=2,
+    )
     beam.train()
     assert logged(beam, "invalid_rate") == [0.0, 0.0]
-    argmax = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "argmax", rollout_depth="argmax",
-                          max_steps=1)
+    argmax = make_trainer(
+        smol_tokenizer, tiny_sid_map, stage2, tmp_path / "argmax", rollout_depth="argmax", max_steps=1
+    )
     head = get_lasar(argmax.hf_model).policy_head
     argmax.train()
     assert not logged(argmax, "depth/policy_entropy")  # the head is not trained under argmax
@@ -219,8 +268,12 @@ def test_reference_from_an_unresized_model_is_refused(smol_tokenizer, smol_path,
     model.config._name_or_path = str(base)
     with pytest.raises(ValueError, match="token embeddings"):
         LasarGRPOTrainer(
-            model=model, reward_funcs=sid_rewards(tiny_sid_map, smol_tokenizer), args=grpo_args(tmp_path, beta=0.04),
-            train_dataset=grpo_dataset(tiny_sid_map), processing_class=smol_tokenizer, sid_map=tiny_sid_map,
+            model=model,
+            reward_funcs=sid_rewards(tiny_sid_map, smol_tokenizer),
+            args=grpo_args(tmp_path, beta=0.04),
+            train_dataset=grpo_dataset(tiny_sid_map),
+            processing_class=smol_tokenizer,
+            sid_map=tiny_sid_map,
         )
 
 
@@ -228,8 +281,10 @@ def test_with_lora_the_reference_is_the_disabled_adapter(smol_tokenizer, tiny_si
     from peft import LoraConfig
 
     trainer = LasarGRPOTrainer(
-        model=stage2, reward_funcs=sid_rewards(tiny_sid_map, smol_tokenizer),
-        args=grpo_args(tmp_path / "out", beta=0.04, max_steps=2), train_dataset=grpo_dataset(tiny_sid_map),
+        model=stage2,
+        reward_funcs=sid_rewards(tiny_sid_map, smol_tokenizer),
+        args=grpo_args(tmp_path / "out", beta=0.04, max_steps=2),
+        train_dataset=grpo_dataset(tiny_sid_map),
         processing_class=smol_tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )
@@ -284,15 +339,16 @@ def test_beam_groups_must_not_straddle_processes(tmp_path, monkeypatch, override
 
 
 def test_greedy_rollouts_at_argmax_depth_repeat_within_a_group(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
-    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", temperature=0.0,
-                           rollout_depth="argmax")
+    trainer = make_trainer(
+        smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", temperature=0.0, rollout_depth="argmax"
+    )
     prompts = [p for p in grpo_dataset(tiny_sid_map)["prompt"][:3] for _ in range(GROUP)]
     completions, _ = trainer._generate_single_turn(smol_tokenizer(prompts)["input_ids"], None, {}, GROUP)
     groups = [completions[i : i + GROUP] for i in range(0, len(completions), GROUP)]
     assert all(group.count(group[0]) == GROUP for group in groups)
     # greedy rollouts are scored at temperature 1, as their sid_logprob is
     logps = score(trainer, smol_tokenizer(prompts)["input_ids"], completions)
-    assert logps[:, :tiny_sid_map.sid_length].sum(-1) == pytest.approx(trainer._rollouts.sid_logprob, abs=1e-4)
+    assert logps[:, : tiny_sid_map.sid_length].sum(-1) == pytest.approx(trainer._rollouts.sid_logprob, abs=1e-4)
 
 
 def test_gradient_accumulation_carries_each_rows_depth_into_its_micro_batch(
@@ -300,8 +356,15 @@ def test_gradient_accumulation_carries_each_rows_depth_into_its_micro_batch(
 ):
     """One generation batch of 8 rollouts is shuffled and split into 2 micro-batches: the
     depths travel with their rows (TRL shuffles and splits per-row tensors together)."""
-    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", per_device_train_batch_size=4,
-                           gradient_accumulation_steps=2, max_steps=1)
+    trainer = make_trainer(
+        smol_tokenizer,
+        tiny_sid_map,
+        stage2,
+        tmp_path / "out",
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=1,
+    )
     micro_batches = []
     compute_loss = trainer._compute_loss
 
@@ -346,8 +409,9 @@ def test_grouped_prefill_gives_the_rollouts_of_prefilling_every_row(
             prefill_rows.append(len(input_ids))
         return decoder_forward(model, attention_mask, cache, input_ids=input_ids, inputs_embeds=inputs_embeds)
 
-    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", rollout_decoding=decoding,
-                           rollout_num_beams=3)
+    trainer = make_trainer(
+        smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", rollout_decoding=decoding, rollout_num_beams=3
+    )
     prompts = [p for p in grpo_dataset(tiny_sid_map)["prompt"][:3] for _ in range(GROUP)][2:]
     prompt_ids = smol_tokenizer(prompts)["input_ids"]
     monkeypatch.setattr(latent, "decoder_forward", recording)
@@ -356,8 +420,11 @@ def test_grouped_prefill_gives_the_rollouts_of_prefilling_every_row(
     assert prefill_rows == [3]  # runs of 2, 4 and 4 rows
     grouped = trainer._rollouts
     torch.manual_seed(7)
-    decode = dict(trie=trainer.trie, num_steps=trainer._depth_choice(),
-                  latent_projection=get_lasar(trainer.hf_model).latent_projection)
+    decode = dict(
+        trie=trainer.trie,
+        num_steps=trainer._depth_choice(),
+        latent_projection=get_lasar(trainer.hf_model).latent_projection,
+    )
     if decoding == "sample":
         alone = sid_sample(trainer.model, **left_padded(trainer, prompt_ids), temperature=1.0, **decode)
         sequences, sid_logprob = alone.sequences, alone.log_probs
@@ -377,8 +444,15 @@ def test_beam_group_rollouts_are_the_top_beams_at_one_depth_per_group(
 ):
     """MiniOneRec's rollouts: G distinct real items per prompt, best first, one sampled depth
     per group, scored by the loss at their own log-probs; and GRPO trains on them."""
-    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", rollout_decoding="beam_group",
-                           rollout_num_beams=GROUP + 1, max_steps=2)
+    trainer = make_trainer(
+        smol_tokenizer,
+        tiny_sid_map,
+        stage2,
+        tmp_path / "out",
+        rollout_decoding="beam_group",
+        rollout_num_beams=GROUP + 1,
+        max_steps=2,
+    )
     prompts = [p for p in grpo_dataset(tiny_sid_map)["prompt"][:4] for _ in range(GROUP)]
     prompt_ids = smol_tokenizer(prompts)["input_ids"]
     torch.manual_seed(0)
@@ -392,11 +466,18 @@ def test_beam_group_rollouts_are_the_top_beams_at_one_depth_per_group(
     logprobs = rollouts.sid_logprob.view(-1, GROUP)
     assert (logprobs[:, :-1] >= logprobs[:, 1:]).all()
     logps = score(trainer, prompt_ids, completions)
-    assert logps[:, :tiny_sid_map.sid_length].sum(-1) == pytest.approx(rollouts.sid_logprob, abs=1e-4)
+    assert logps[:, : tiny_sid_map.sid_length].sum(-1) == pytest.approx(rollouts.sid_logprob, abs=1e-4)
     trainer.train()
     assert logged(trainer, "invalid_rate") == [0.0, 0.0]
     assert all(math.isfinite(loss) for loss in logged(trainer, "loss")) and logged(trainer, "depth/policy_entropy")
     with caplog.at_level(logging.WARNING):  # the rollouts of a group differ even at argmax depth
-        make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "argmax", rollout_decoding="beam_group",
-                     rollout_num_beams=GROUP, rollout_depth="argmax")
+        make_trainer(
+            smol_tokenizer,
+            tiny_sid_map,
+            stage2,
+            tmp_path / "argmax",
+            rollout_decoding="beam_group",
+            rollout_num_beams=GROUP,
+            rollout_depth="argmax",
+        )
     assert "GRPO learns nothing" not in caplog.text

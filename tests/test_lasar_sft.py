@@ -9,6 +9,7 @@ import datasets
 import pytest
 import torch
 from safetensors import safe_open
+from testing_utils import make_tiny_model
 from transformers.trainer_utils import get_last_checkpoint
 
 from lasar_trl.data.schema import Window
@@ -21,16 +22,24 @@ from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
 from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 from lasar_trl.trainers.lasar_sft_trainer import LasarSFTTrainer, LatentSFTCollator
-from testing_utils import make_tiny_model
 
 HIDDEN = 32  # make_tiny_model
 
 
 def lasar_args(output_dir, **overrides) -> LasarSFTConfig:
     defaults = dict(
-        output_dir=str(output_dir), max_steps=10, per_device_train_batch_size=8, learning_rate=5e-3,
-        bf16=False, report_to="none", logging_steps=1, save_strategy="no", seed=0,
-        activation_checkpointing=False, use_cpu=True, dataloader_num_workers=0,
+        output_dir=str(output_dir),
+        max_steps=10,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        bf16=False,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        activation_checkpointing=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
     )
     return LasarSFTConfig(**{**defaults, **overrides})
 
@@ -71,8 +80,12 @@ def make_trainer(tokenizer, sid_map, output_dir, dataset=None, **overrides) -> L
     add_sid_tokens(model, tokenizer, sid_map)
     dataset = dataset if dataset is not None else latent_dataset(sid_map)
     return LasarSFTTrainer(
-        model=model, args=lasar_args(output_dir, **overrides), train_dataset=dataset, eval_dataset=dataset,
-        processing_class=tokenizer, sid_map=sid_map,
+        model=model,
+        args=lasar_args(output_dir, **overrides),
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        processing_class=tokenizer,
+        sid_map=sid_map,
     )
 
 
@@ -80,8 +93,11 @@ def test_collator_pads_prompts_left_completions_right_and_anchors_with_zeros():
     collator = LatentSFTCollator(pad_token_id=0, bot_token_id=9)
     examples = [
         {"input_ids": [5, 9, 7, 8, 2], "labels": [-100, -100, 7, 8, 2], "anchors": [[1.0, 2.0]]},
-        {"input_ids": [4, 5, 6, 9, 7, 2], "labels": [-100, -100, -100, -100, 7, 2],
-         "anchors": [[3.0, 4.0], [5.0, 6.0]]},
+        {
+            "input_ids": [4, 5, 6, 9, 7, 2],
+            "labels": [-100, -100, -100, -100, 7, 2],
+            "anchors": [[3.0, 4.0], [5.0, 6.0]],
+        },
     ]
     batch = collator(examples)
     assert batch["prompt_ids"].tolist() == [[0, 0, 5, 9], [4, 5, 6, 9]]
@@ -134,8 +150,13 @@ def test_missing_or_wrong_size_anchors_fail_before_training(smol_tokenizer, tiny
         make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, dataset=wrong)
     # a fixed-depth run without alignment needs no CoT at all
     make_trainer(
-        smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset.remove_columns("anchors"),
-        depth_mode="fixed", fixed_depth=2, align_weight=0.0,
+        smol_tokenizer,
+        tiny_sid_map,
+        tmp_path,
+        dataset=dataset.remove_columns("anchors"),
+        depth_mode="fixed",
+        fixed_depth=2,
+        align_weight=0.0,
     )
 
 
@@ -172,12 +193,22 @@ def test_depth_zero_latent_sft_is_exactly_stage1_sft(smol_tokenizer, tiny_sid_ma
     from lasar_trl.trainers.sft import SidSFTTrainer
 
     dataset = latent_dataset(tiny_sid_map)
-    latent = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset, depth_mode="fixed",
-                          fixed_depth=0, min_depth=0, align_weight=0.0)
+    latent = make_trainer(
+        smol_tokenizer,
+        tiny_sid_map,
+        tmp_path,
+        dataset=dataset,
+        depth_mode="fixed",
+        fixed_depth=0,
+        min_depth=0,
+        align_weight=0.0,
+    )
     stage1 = SidSFTTrainer(
         model=latent.model,
         args=SFTConfig(**{f.name: getattr(latent.args, f.name) for f in dataclasses.fields(SFTConfig) if f.init}),
-        train_dataset=dataset.remove_columns("anchors"), processing_class=smol_tokenizer, sid_map=tiny_sid_map,
+        train_dataset=dataset.remove_columns("anchors"),
+        processing_class=smol_tokenizer,
+        sid_map=tiny_sid_map,
     )
     rows = [latent.train_dataset[i] for i in range(8)]
     with torch.no_grad():
@@ -246,7 +277,12 @@ def test_training_lowers_the_loss_learns_depth_and_round_trips(smol_tokenizer, t
     windows = latent_windows(tiny_sid_map, rows=64)
     dataset = latent_dataset(tiny_sid_map, windows)
     trainer = make_trainer(
-        smol_tokenizer, tiny_sid_map, tmp_path, dataset=dataset, max_steps=40, learning_rate=3e-3,
+        smol_tokenizer,
+        tiny_sid_map,
+        tmp_path,
+        dataset=dataset,
+        max_steps=40,
+        learning_rate=3e-3,
         policy_head_learning_rate=3e-2,
     )
     before = trainer.evaluate()["eval_loss"]
@@ -309,9 +345,10 @@ def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates
 ):
     """sft_latent.py (YAML + flags) from a Stage-1 folder, run twice (the second run
     reuses CoT anchors), then evaluate.py at the head's depths and at a forced depth."""
+    from test_stage1 import run_recipe
+
     from lasar_trl.data import load_dataset_spec
     from lasar_trl.sid.build import build_sid_map
-    from test_stage1 import run_recipe
 
     dataset = f"recbole:{tiny_recbole_dir}"
     sid_map = build_sid_map(load_dataset_spec(dataset), codebook_size=4)
@@ -319,9 +356,25 @@ def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates
 
     out = tmp_path / "stage2"
     flags = (
-        "recipes/sft_latent.py", "--config", "recipes/sft_latent.yaml", "--model_name_or_path", str(stage1),
-        "--dataset", dataset, "--output_dir", str(out), "--max_steps", "2", "--max_train_samples", "12",
-        "--per_device_train_batch_size", "4", "--eval_max_samples", "6", "--use_cpu", "true",
+        "recipes/sft_latent.py",
+        "--config",
+        "recipes/sft_latent.yaml",
+        "--model_name_or_path",
+        str(stage1),
+        "--dataset",
+        dataset,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--max_train_samples",
+        "12",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_max_samples",
+        "6",
+        "--use_cpu",
+        "true",
     )
     result = run_recipe(*flags)
     assert "lasar stage2 (cot)" in result.stdout and "most-popular" in result.stdout
@@ -339,8 +392,21 @@ def test_recipe_trains_from_a_stage1_checkpoint_reuses_its_anchors_and_evaluates
     assert [shard.stat().st_mtime_ns for shard in shards] == stamps  # nothing re-extracted
 
     report = tmp_path / "forced.json"
-    run_recipe("recipes/evaluate.py", "--checkpoint", str(out), "--dataset", dataset, "--max_samples", "4",
-               "--depth", "3", "--output_json", str(report), "--device", "cpu")
+    run_recipe(
+        "recipes/evaluate.py",
+        "--checkpoint",
+        str(out),
+        "--dataset",
+        dataset,
+        "--max_samples",
+        "4",
+        "--depth",
+        "3",
+        "--output_json",
+        str(report),
+        "--device",
+        "cpu",
+    )
     forced = json.loads(report.read_text())
     assert forced["depth_histogram"] == {"3": 4} and forced["forced_depth"] == 3
 
@@ -361,16 +427,17 @@ def test_drop_in_for_an_sft_trainer_script(smol_tokenizer, tiny_sid_map, tmp_pat
     assert sid_map == tiny_sid_map and get_lasar(model) is not None
 
 
-def test_with_lora_the_policy_head_still_trains_and_is_saved_beside_the_adapter(
-    smol_tokenizer, tiny_sid_map, tmp_path
-):
+def test_with_lora_the_policy_head_still_trains_and_is_saved_beside_the_adapter(smol_tokenizer, tiny_sid_map, tmp_path):
     from peft import LoraConfig
 
     model = make_tiny_model(smol_tokenizer)
     add_sid_tokens(model, smol_tokenizer, tiny_sid_map)
     trainer = LasarSFTTrainer(
-        model=model, args=lasar_args(tmp_path, max_steps=3), train_dataset=latent_dataset(tiny_sid_map),
-        processing_class=smol_tokenizer, sid_map=tiny_sid_map,
+        model=model,
+        args=lasar_args(tmp_path, max_steps=3),
+        train_dataset=latent_dataset(tiny_sid_map),
+        processing_class=smol_tokenizer,
+        sid_map=tiny_sid_map,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
     head = {key: value.clone() for key, value in get_lasar(trainer.model).state_dict().items()}
@@ -420,9 +487,18 @@ def test_gradient_accumulation_matches_one_large_batch(smol_tokenizer, tiny_sid_
     weights = []
     for batch_size, accumulation in ((8, 1), (4, 2)):
         trainer = make_trainer(
-            smol_tokenizer, tiny_sid_map, tmp_path / str(batch_size), dataset=dataset, max_steps=1, optim="sgd",
-            learning_rate=0.5, lr_scheduler_type="constant", max_grad_norm=0.0, shuffle_dataset=False,
-            per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+            smol_tokenizer,
+            tiny_sid_map,
+            tmp_path / str(batch_size),
+            dataset=dataset,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+            max_grad_norm=0.0,
+            shuffle_dataset=False,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
         )
         trainer.get_train_dataloader = lambda t=trainer: torch.utils.data.DataLoader(  # the same rows, in order
             t.train_dataset.select(range(8)), batch_size=t.args.per_device_train_batch_size, collate_fn=t.data_collator
@@ -447,8 +523,11 @@ def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, t
     model, tokenizer, _ = load_recommender(str(folder))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer = LasarSFTTrainer(
-        model=model, args=lasar_args(tmp_path / "run", max_steps=3), train_dataset=latent_dataset(tiny_sid_map),
-        processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        model=model,
+        args=lasar_args(tmp_path / "run", max_steps=3),
+        train_dataset=latent_dataset(tiny_sid_map),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
     trainer.train()
     sid_ids = torch.tensor(tokenizer.convert_tokens_to_ids([*tiny_sid_map.all_tokens(), BOT_TOKEN]))
@@ -475,8 +554,11 @@ def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, t
 
     trainer.save_model(str(tmp_path / "adapter"))
     merge = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "merge_lora.py")
-    subprocess.run([sys.executable, merge, "--adapter", str(tmp_path / "adapter"), "--output_dir",
-                    str(tmp_path / "merged")], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, merge, "--adapter", str(tmp_path / "adapter"), "--output_dir", str(tmp_path / "merged")],
+        check=True,
+        timeout=300,
+    )
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     merged, merged_tokenizer, sid_map = load_recommender(str(tmp_path / "merged"))  # a plain HF folder
     assert not hasattr(merged, "peft_config") and get_lasar(merged) is not None

@@ -70,8 +70,9 @@ def test_reinforce_by_hand_and_its_gradient_prefers_rewarded_depths():
     entropy = -(log_pi.exp() * log_pi).sum().expand(2)
     depth = torch.tensor([1, 2])
     reward = torch.tensor([1.0, 0.0])
-    loss = reinforce_depth_loss(log_pi[depth - 1], reward, 0.5, depth, depth_cost=0.1, entropy=entropy,
-                                entropy_coef=0.01)
+    loss = reinforce_depth_loss(
+        log_pi[depth - 1], reward, 0.5, depth, depth_cost=0.1, entropy=entropy, entropy_coef=0.01
+    )
     # advantages: 1 - .5 - .1 = .4 and 0 - .5 - .2 = -.7; log pi = ln .5 each; H = ln 2
     expected = (-(0.4 * math.log(0.5)) - (-0.7 * math.log(0.5))) / 2 - 0.01 * math.log(2)
     assert loss.item() == pytest.approx(expected, rel=1e-5)

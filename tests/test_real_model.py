@@ -16,7 +16,7 @@ def test_embedded_model_recommends_valid_items(smol_path, tiny_sid_map):
     assert "quantization_config" not in model.config.to_dict()  # a plain, saveable HF model
     old_rows = model.get_input_embeddings().weight.detach().clone()
     add_sid_tokens(model, tokenizer, tiny_sid_map)
-    new_rows = model.get_input_embeddings().weight.detach()[len(old_rows):]
+    new_rows = model.get_input_embeddings().weight.detach()[len(old_rows) :]
     assert len(new_rows) == len(tiny_sid_map.all_tokens()) + 1  # SID codes and <bot>
     # New rows start from the existing embedding statistics, not a random init (std 0.02 would give norm ~0.5)
     assert new_rows.norm(dim=-1).mean() == pytest.approx(old_rows.norm(dim=-1).mean(), rel=0.25)
@@ -50,18 +50,30 @@ def test_stage2_loss_on_the_real_model_is_unchanged_by_activation_checkpointing(
     model = AutoModelForCausalLM.from_pretrained(smol_path)
     add_sid_tokens(model, tokenizer, tiny_sid_map)
     prompts = [history_prompt(["1", "2", "3"], tiny_sid_map), history_prompt(["4"], tiny_sid_map)]
-    cots = ["The user keeps coming back to one kind of item. The last two agree. Expect more of it.",
-            "Only one item so far. Guess a neighbour of it."]
+    cots = [
+        "The user keeps coming back to one kind of item. The last two agree. Expect more of it.",
+        "Only one item so far. Guess a neighbour of it.",
+    ]
     segments = [split_sentences(cot) for cot in cots]
     anchors = extract_anchors(model, tokenizer, prompts, cots, segments)
-    dataset = datasets.Dataset.from_dict({
-        "prompt": prompts, "completion": [tiny_sid_map.sid("5"), tiny_sid_map.sid("6")],
-        "anchors": [a.tolist() for a in anchors],
-    })
-    args = LasarSFTConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, report_to="none",
-                          per_device_train_batch_size=2, activation_checkpointing=False)
-    trainer = LasarSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                              sid_map=tiny_sid_map)
+    dataset = datasets.Dataset.from_dict(
+        {
+            "prompt": prompts,
+            "completion": [tiny_sid_map.sid("5"), tiny_sid_map.sid("6")],
+            "anchors": [a.tolist() for a in anchors],
+        }
+    )
+    args = LasarSFTConfig(
+        output_dir=str(tmp_path),
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=2,
+        activation_checkpointing=False,
+    )
+    trainer = LasarSFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, sid_map=tiny_sid_map
+    )
     inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     model.train()
     plain = trainer.compute_loss(model, inputs).item()

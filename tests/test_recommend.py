@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from testing_utils import make_tiny_model
 from transformers import GenerationConfig
 
 from lasar_trl.decoding import sid_beam_search, sid_sample
@@ -14,7 +15,6 @@ from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
 from lasar_trl.sid.trie import SidTrie, SidTrieLogitsProcessor
 from lasar_trl.tasks import history_prompt
-from testing_utils import make_tiny_model
 
 EOS = 99
 
@@ -102,8 +102,9 @@ def test_beam_search_after_latent_steps_scores_every_item_exactly(tiny_recommend
     for row, history in enumerate(histories):
         for beam in (0, 5, len(sid_map) - 1):
             sid = sid_map[sid_map.item_ids[items[row, beam]]]
-            expected = latent_log_prob(model, tokenizer, sid_map, history, int(depths[row]),
-                                       tokenizer.convert_tokens_to_ids(list(sid)))
+            expected = latent_log_prob(
+                model, tokenizer, sid_map, history, int(depths[row]), tokenizer.convert_tokens_to_ids(list(sid))
+            )
             assert output.scores[row, beam].item() == pytest.approx(expected, abs=1e-4)
 
 
@@ -121,8 +122,16 @@ def test_recommend_returns_valid_distinct_items_batched_as_alone(smol_tokenizer,
     histories = [rng.sample(sid_map.item_ids, rng.randint(1, 10)) for _ in range(5)]
     top_k, beams = 5, rng.choice([5, 8, 12])
     exclude = bool(seed % 2)
-    recs = recommend(model, smol_tokenizer, sid_map, histories, top_k=top_k, num_beams=beams,
-                     batch_size=3, exclude_items=histories if exclude else None)
+    recs = recommend(
+        model,
+        smol_tokenizer,
+        sid_map,
+        histories,
+        top_k=top_k,
+        num_beams=beams,
+        batch_size=3,
+        exclude_items=histories if exclude else None,
+    )
     for history, items, sid in zip(histories, recs.items, recs.generated_sids):
         assert len(items) == top_k and len(set(items)) == top_k
         assert set(items) <= set(sid_map.item_ids)
@@ -130,8 +139,15 @@ def test_recommend_returns_valid_distinct_items_batched_as_alone(smol_tokenizer,
         if exclude:
             assert not set(items) & set(history)
     for row, history in enumerate(histories):
-        alone = recommend(model, smol_tokenizer, sid_map, [history], top_k=top_k, num_beams=beams,
-                          exclude_items=[history] if exclude else None)
+        alone = recommend(
+            model,
+            smol_tokenizer,
+            sid_map,
+            [history],
+            top_k=top_k,
+            num_beams=beams,
+            exclude_items=[history] if exclude else None,
+        )
         assert alone.scores[0] == pytest.approx(recs.scores[row], abs=1e-4)
         # a random tiny model has near-ties: only items tied at the cut-off may differ
         alone_scores = dict(zip(alone.items[0], alone.scores[0]))
@@ -158,8 +174,13 @@ def test_logits_processor_constrains_generate_with_left_padding_and_pad_eq_eos(t
     prompt_length = batch["input_ids"].shape[1]
     num_beams = 4
     config = GenerationConfig(
-        do_sample=False, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=trie.sid_length + 1,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, length_penalty=0.0,
+        do_sample=False,
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        max_new_tokens=trie.sid_length + 1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        length_penalty=0.0,
     )
     processor = SidTrieLogitsProcessor(trie, prompt_length, banned_items=[[0, 1, 2], [3]], num_beams=num_beams)
     out = model.generate(**batch, generation_config=config, logits_processor=[processor])
@@ -175,8 +196,14 @@ def test_hostile_generation_config_does_not_change_recommendations(tiny_recommen
     histories = [["1", "2"], ["3", "4", "5"]]
     before = recommend(model, tokenizer, sid_map, histories, top_k=5, num_beams=10)
     model.generation_config = GenerationConfig(
-        do_sample=True, temperature=30.0, top_k=1, num_beams=1, max_new_tokens=1, repetition_penalty=9.0,
-        no_repeat_ngram_size=1, bad_words_ids=[[tokenizer.convert_tokens_to_ids("<a_0>")]],
+        do_sample=True,
+        temperature=30.0,
+        top_k=1,
+        num_beams=1,
+        max_new_tokens=1,
+        repetition_penalty=9.0,
+        no_repeat_ngram_size=1,
+        bad_words_ids=[[tokenizer.convert_tokens_to_ids("<a_0>")]],
     )
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -194,8 +221,9 @@ def test_checkpoint_with_another_sid_map_is_refused(tiny_recommender, tmp_path):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     sid_map.save(tmp_path)
-    other = SidMap({item: sid_map[item] for item in reversed(sid_map.item_ids)} | {
-        "0": sid_map["1"], "1": sid_map["0"]})
+    other = SidMap(
+        {item: sid_map[item] for item in reversed(sid_map.item_ids)} | {"0": sid_map["1"], "1": sid_map["0"]}
+    )
     with pytest.raises(SidMapMismatchError, match="item '0'"):
         load_recommender(str(tmp_path), other)
 
@@ -223,16 +251,19 @@ def test_sampled_sids_are_real_items_with_their_exact_log_probs(tiny_recommender
     depths = torch.tensor([2, 0, 3] * 4)
     trie = SidTrie.from_sid_map(sid_map, tokenizer)
     batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in histories], "cpu")
-    output = sid_sample(model, **batch, trie=trie, temperature=temperature, num_steps=depths,
-                        generator=torch.Generator().manual_seed(0))
+    output = sid_sample(
+        model, **batch, trie=trie, temperature=temperature, num_steps=depths, generator=torch.Generator().manual_seed(0)
+    )
     assert (trie.items_of(output.leaf_nodes) >= 0).all() and output.depths.tolist() == depths.tolist()
     assert len({tuple(row) for row in output.sequences.tolist()}) > 3  # it samples, not a constant
     for row in (0, 1, 5):
-        expected = latent_log_prob(model, tokenizer, sid_map, histories[row], int(depths[row]),
-                                   output.sequences[row].tolist())
+        expected = latent_log_prob(
+            model, tokenizer, sid_map, histories[row], int(depths[row]), output.sequences[row].tolist()
+        )
         assert output.log_probs[row].item() == pytest.approx(expected, abs=1e-4)
-    again = sid_sample(model, **batch, trie=trie, temperature=temperature, num_steps=depths,
-                       generator=torch.Generator().manual_seed(0))
+    again = sid_sample(
+        model, **batch, trie=trie, temperature=temperature, num_steps=depths, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(again.sequences, output.sequences)
 
 
@@ -259,13 +290,11 @@ def test_group_sizes_prefill_each_prompt_once_and_decode_as_repeated_rows(tiny_r
     batch = encode_prompts(tokenizer, [history_prompt(h, sid_map) for h in repeated], "cpu")
     group_sizes = torch.tensor(sizes)
     beam = sid_beam_search(model, **batch, trie=trie, num_beams=4, num_steps=depths)
-    grouped = sid_beam_search(model, **grouped_batch, trie=trie, num_beams=4, num_steps=depths,
-                              group_sizes=group_sizes)
+    grouped = sid_beam_search(model, **grouped_batch, trie=trie, num_beams=4, num_steps=depths, group_sizes=group_sizes)
     assert torch.equal(grouped.sequences, beam.sequences) and torch.equal(grouped.depths, depths)
     torch.testing.assert_close(grouped.scores, beam.scores, rtol=1e-5, atol=1e-5)
     greedy = sid_sample(model, **batch, trie=trie, temperature=0.0, num_steps=depths)
-    grouped = sid_sample(model, **grouped_batch, trie=trie, temperature=0.0, num_steps=depths,
-                         group_sizes=group_sizes)
+    grouped = sid_sample(model, **grouped_batch, trie=trie, temperature=0.0, num_steps=depths, group_sizes=group_sizes)
     assert torch.equal(grouped.sequences, greedy.sequences)
     torch.testing.assert_close(grouped.log_probs, greedy.log_probs, rtol=1e-5, atol=1e-5)
 
@@ -310,7 +339,7 @@ def test_an_explicit_cot_checkpoint_writes_its_rationale_then_searches(tiny_reco
     ]
     assert (extended["input_ids"][:, -1] == eot_id).all()  # left-padded: every row ends with its <eot>
     config = GenerationConfig(max_new_tokens=3, do_sample=False, eos_token_id=eot_id, pad_token_id=eot_id)
-    expected = model.generate(**batch, generation_config=config)[:, batch["input_ids"].shape[1]:]
+    expected = model.generate(**batch, generation_config=config)[:, batch["input_ids"].shape[1] :]
     for row, n in enumerate(lengths):
         written = extended["input_ids"][row, -n:].tolist()
         assert written[: min(n, 3)] == expected[row, : min(n, 3)].tolist()

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from testing_utils import free_port, make_tiny_model
 
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward, exact_match, prefix_match, ranking
 from lasar_trl.sid.tokenizer import add_sid_tokens
-from testing_utils import free_port, make_tiny_model
 
 A, B, C = ("a1", "b2", "c3", "d0"), ("a1", "b2", "c4", "d0"), ("a9", "b2", "c3", "d0")
 
@@ -82,8 +82,20 @@ def test_ranking_sees_whole_groups_when_two_processes_share_a_batch(tmp_path):
     single.mkdir(), double.mkdir()
     subprocess.run([sys.executable, worker, str(single)], check=True, env=env, timeout=300)
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-         worker, str(double)], check=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            worker,
+            str(double),
+        ],
+        check=True,
+        env=env,
+        timeout=300,
     )
     whole = json.loads((single / "rank0.json").read_text())
     split = json.loads((double / "rank0.json").read_text()) + json.loads((double / "rank1.json").read_text())

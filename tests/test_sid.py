@@ -176,9 +176,7 @@ def test_from_codes_appends_one_disambiguation_level_in_item_order():
     ]
     assert sid_map["9"] == ("<a_0>", "<b_0>", "<c_0>", "<d_0>")
     assert sid_map.items_by_sid["<a_1><b_2><c_3><d_2>"] == "1"
-    assert sid_map.all_tokens() == [
-        "<a_0>", "<a_1>", "<b_0>", "<b_2>", "<c_0>", "<c_3>", "<d_0>", "<d_1>", "<d_2>"
-    ]
+    assert sid_map.all_tokens() == ["<a_0>", "<a_1>", "<b_0>", "<b_2>", "<c_0>", "<c_3>", "<d_0>", "<d_1>", "<d_2>"]
     # Level a: codes 1, 1, 0, 1 -> entropy 0.5623 / ln 2; b and c the same over inferred sizes 3
     # and 4 (largest code + 1); d: codes 0, 1, 0, 2 -> entropy 1.0397 / ln(min(256, 4 items)).
     assert sid_map.stats == {
@@ -320,9 +318,7 @@ def test_embed_texts_with_packaged_minilm():
 
 
 def test_interaction_embeddings_shape_determinism_and_unseen_items():
-    sequences = {
-        "u1": ["a", "b"], "u2": ["a", "b", "b"], "u3": ["c", "d"], "u4": ["d", "c"], "u5": ["a", "b", "c"]
-    }
+    sequences = {"u1": ["a", "b"], "u2": ["a", "b", "b"], "u3": ["c", "d"], "u4": ["d", "c"], "u5": ["a", "b", "c"]}
     items = ["a", "b", "c", "d", "never"]
     embeddings = interaction_embeddings(sequences, items, dim=8, seed=0)
     assert embeddings.shape == (5, 8)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testing_utils import make_tiny_model
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
@@ -20,20 +21,39 @@ from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.stages.stage1 import prepare_sid_map
 from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.sft import SidSFTTrainer
-from testing_utils import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_EVAL_KEYS = {
-    "hr@1", "hr@5", "hr@10", "hr@20", "ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20",
-    "invalid_rate", "num_samples", "latency_ms_per_request", "exclude_history", "mean_depth",
+    "hr@1",
+    "hr@5",
+    "hr@10",
+    "hr@20",
+    "ndcg@1",
+    "ndcg@5",
+    "ndcg@10",
+    "ndcg@20",
+    "invalid_rate",
+    "num_samples",
+    "latency_ms_per_request",
+    "exclude_history",
+    "mean_depth",
 }
 
 
 def sft_args(output_dir, **overrides) -> SFTConfig:
     defaults = dict(
-        output_dir=str(output_dir), max_steps=12, per_device_train_batch_size=8, learning_rate=5e-3,
-        bf16=False, report_to="none", logging_steps=1, save_strategy="no", seed=0,
-        activation_checkpointing=False, use_cpu=True, dataloader_num_workers=0,
+        output_dir=str(output_dir),
+        max_steps=12,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        bf16=False,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        activation_checkpointing=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
     )
     return SFTConfig(**{**defaults, **overrides})
 
@@ -45,8 +65,12 @@ def make_trainer(smol_tokenizer, sid_map, output_dir, **overrides) -> SidSFTTrai
     windows = [Window("u", tuple(items[i : i + 3]), items[(i + 3) % len(items)]) for i in range(len(items))]
     dataset = recommendation_dataset(windows, sid_map).select_columns(["prompt", "completion"])
     return SidSFTTrainer(
-        model=model, args=sft_args(output_dir, **overrides), train_dataset=dataset, eval_dataset=dataset,
-        processing_class=smol_tokenizer, sid_map=sid_map,
+        model=model,
+        args=sft_args(output_dir, **overrides),
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        processing_class=smol_tokenizer,
+        sid_map=sid_map,
     )
 
 
@@ -69,7 +93,9 @@ def test_checkpoints_are_atomic_and_training_resumes(smol_tokenizer, tiny_sid_ma
     trainer = make_trainer(smol_tokenizer, tiny_sid_map, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     trainer.train()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == [
-        "checkpoint-2", "checkpoint-4"]
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
     assert SidMap.load(tmp_path / "checkpoint-4") == tiny_sid_map
     assert not (tmp_path / ".staging").exists()
 
@@ -118,14 +144,36 @@ def test_recipes_build_sids_train_and_evaluate(smol_tokenizer, tiny_recbole_dir,
     make_tiny_model(smol_tokenizer).save_pretrained(base)
     smol_tokenizer.save_pretrained(base)
     dataset = f"recbole:{tiny_recbole_dir}"
-    run_recipe("recipes/build_sids.py", "--dataset", dataset, "--output_dir", str(tmp_path / "sids"),
-               "--codebook_size", "4")
+    run_recipe(
+        "recipes/build_sids.py", "--dataset", dataset, "--output_dir", str(tmp_path / "sids"), "--codebook_size", "4"
+    )
     out = tmp_path / "stage1"
     result = run_recipe(
-        "recipes/sft_stage1.py", "--config", "recipes/sft_stage1.yaml", "--model_name_or_path", str(base),
-        "--dataset", dataset, "--sid_map", str(tmp_path / "sids" / "sid_map.json"), "--output_dir", str(out),
-        "--max_steps", "2", "--max_train_samples", "16", "--per_device_train_batch_size", "4",
-        "--eval_max_samples", "6", "--save_strategy", "steps", "--save_steps", "1", "--use_cpu", "true",
+        "recipes/sft_stage1.py",
+        "--config",
+        "recipes/sft_stage1.yaml",
+        "--model_name_or_path",
+        str(base),
+        "--dataset",
+        dataset,
+        "--sid_map",
+        str(tmp_path / "sids" / "sid_map.json"),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--max_train_samples",
+        "16",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_max_samples",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--use_cpu",
+        "true",
     )
     assert "most-popular" in result.stdout
     assert SidMap.load(out) == SidMap.load(tmp_path / "sids")
@@ -134,8 +182,22 @@ def test_recipes_build_sids_train_and_evaluate(smol_tokenizer, tiny_recbole_dir,
     assert REQUIRED_EVAL_KEYS <= stage1_json.keys()
 
     report = tmp_path / "eval.json"
-    run_recipe("recipes/evaluate.py", "--checkpoint", str(out), "--dataset", dataset, "--max_samples", "5",
-               "--num_beams", "20", "--exclude_history", "--output_json", str(report), "--device", "cpu")
+    run_recipe(
+        "recipes/evaluate.py",
+        "--checkpoint",
+        str(out),
+        "--dataset",
+        dataset,
+        "--max_samples",
+        "5",
+        "--num_beams",
+        "20",
+        "--exclude_history",
+        "--output_json",
+        str(report),
+        "--device",
+        "cpu",
+    )
     results = json.loads(report.read_text())
     assert REQUIRED_EVAL_KEYS <= results.keys()
     assert results["num_samples"] == 5 and results["exclude_history"] is True
@@ -145,10 +207,27 @@ def test_recipes_build_sids_train_and_evaluate(smol_tokenizer, tiny_recbole_dir,
     # the explicit-CoT baseline from this Stage 1: learns rationale <eot> SID, evaluates with its rationale
     cot_out = tmp_path / "explicit_cot"
     run_recipe(
-        "recipes/sft_explicit_cot.py", "--config", "recipes/sft_explicit_cot.yaml", "--model_name_or_path", str(out),
-        "--dataset", dataset, "--output_dir", str(cot_out), "--max_steps", "2", "--max_train_samples", "8",
-        "--per_device_train_batch_size", "4", "--eval_max_samples", "4", "--eval_num_beams", "5",
-        "--use_cpu", "true",
+        "recipes/sft_explicit_cot.py",
+        "--config",
+        "recipes/sft_explicit_cot.yaml",
+        "--model_name_or_path",
+        str(out),
+        "--dataset",
+        dataset,
+        "--output_dir",
+        str(cot_out),
+        "--max_steps",
+        "2",
+        "--max_train_samples",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_max_samples",
+        "4",
+        "--eval_num_beams",
+        "5",
+        "--use_cpu",
+        "true",
     )
     cot_json = json.loads((cot_out / "eval_results.json").read_text())
     assert cot_json["mean_rationale_tokens"] >= 1 and cot_json["mean_depth"] == 0.0

@@ -27,10 +27,13 @@ def read_yaml(name: str) -> dict:
 def test_main_job_reads_the_stage_yamls_into_typed_configs(monkeypatch):
     monkeypatch.chdir(REPO)  # the default stage yamls are repository-relative, as summary.json records them
     configs = job_configs()
-    job_yaml, stage1_yaml, stage2_yaml = (read_yaml(name) for name in
-                                          ("grpo_lasar.yaml", "sft_stage1.yaml", "sft_latent.yaml"))
-    assert (configs.job.stage1_config, configs.job.stage2_config) == ("recipes/sft_stage1.yaml",
-                                                                      "recipes/sft_latent.yaml")
+    job_yaml, stage1_yaml, stage2_yaml = (
+        read_yaml(name) for name in ("grpo_lasar.yaml", "sft_stage1.yaml", "sft_latent.yaml")
+    )
+    assert (configs.job.stage1_config, configs.job.stage2_config) == (
+        "recipes/sft_stage1.yaml",
+        "recipes/sft_latent.yaml",
+    )
     stage1, stage2 = configs.stage1, configs.stage2
     assert type(stage1.training_args) is SFTConfig and type(stage2.training_args) is LasarSFTConfig
     assert isinstance(stage2.cot_args, CotArguments) and stage2.cot_args.cot_source == stage2_yaml["cot_source"]
@@ -71,8 +74,9 @@ def test_a_named_yaml_replaces_the_default_and_a_checkpoint_skips_the_stage_yaml
     monkeypatch.chdir(REPO)
     smollm2 = job_configs("--config", "recipes/grpo_lasar_smollm2.yaml")
     assert smollm2.job.stage1_config == "recipes/sft_stage1_smollm2.yaml"
-    assert smollm2.stage1.script_args.max_train_samples == read_yaml("grpo_lasar_smollm2.yaml")[
-        "stage1_max_train_samples"]
+    assert (
+        smollm2.stage1.script_args.max_train_samples == read_yaml("grpo_lasar_smollm2.yaml")["stage1_max_train_samples"]
+    )
     from_checkpoint = job_configs("--model_name_or_path", "outputs/lasar/stage2", "--smoke", "true")
     assert from_checkpoint.stage1 is None and from_checkpoint.stage2 is None
     assert from_checkpoint.training_args.max_steps == 2
@@ -109,8 +113,10 @@ def lasar_imports(package: str) -> dict[str, set[str]]:
 
 
 def imports_from(package: str, prefixes: tuple[str, ...]) -> dict[str, set[str]]:
-    offending = {module: {name for name in names if name.startswith(prefixes)}
-                 for module, names in lasar_imports(package).items()}
+    offending = {
+        module: {name for name in names if name.startswith(prefixes)}
+        for module, names in lasar_imports(package).items()
+    }
     return {module: names for module, names in offending.items() if names}
 
 

@@ -1,10 +1,14 @@
 import pytest
 import torch
+from testing_utils import make_tiny_model
 
 from lasar_trl.configs import RecScriptArguments
 from lasar_trl.data import load_dataset_spec
 from lasar_trl.data.schema import DataFormatError, RecData, Window
 from lasar_trl.data.splits import leave_one_out
+from lasar_trl.sid import SidMap
+from lasar_trl.sid.tokenizer import BOT_TOKEN
+from lasar_trl.stages.common import cpu_threads
 from lasar_trl.tasks import (
     PROMPT_TEMPLATE,
     chain_windows,
@@ -16,10 +20,6 @@ from lasar_trl.tasks import (
     stage1_sequence_dataset,
     tokenized_pair,
 )
-from lasar_trl.sid import SidMap
-from lasar_trl.sid.tokenizer import BOT_TOKEN
-from lasar_trl.stages.common import cpu_threads
-from testing_utils import make_tiny_model
 
 
 @pytest.fixture
@@ -115,11 +115,13 @@ def test_sequence_rows_give_the_windows_per_item_losses(smol_tokenizer, tiny_sid
     sequence = label_logprobs(rows[0]["input_ids"], rows[0]["labels"])
     length = tiny_sid_map.sid_length
     for k, window in enumerate(splits["train"]):
-        pair = tokenized_pair(smol_tokenizer, history_prompt(window.history, tiny_sid_map, "compact"),
-                              tiny_sid_map.sid(window.target))
-        assert pair["input_ids"][: len(pair["input_ids"]) - length - 1] == rows[0]["input_ids"][
-            : len(pair["input_ids"]) - length - 1
-        ]  # the window's prompt is a prefix of the sequence
+        pair = tokenized_pair(
+            smol_tokenizer, history_prompt(window.history, tiny_sid_map, "compact"), tiny_sid_map.sid(window.target)
+        )
+        assert (
+            pair["input_ids"][: len(pair["input_ids"]) - length - 1]
+            == rows[0]["input_ids"][: len(pair["input_ids"]) - length - 1]
+        )  # the window's prompt is a prefix of the sequence
         window_logprobs = label_logprobs(pair["input_ids"], pair["labels"])[:length]  # its SID tokens, not eos
         torch.testing.assert_close(window_logprobs, sequence[k * length : (k + 1) * length], atol=1e-5, rtol=0)
 

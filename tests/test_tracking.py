@@ -2,7 +2,6 @@
 TensorBoard (or Weights & Biases) during Stage 2 and GRPO."""
 
 import pytest
-
 from test_grpo import make_trainer as make_grpo_trainer
 from test_grpo import save_stage2_checkpoint
 from test_lasar_sft import make_trainer as make_sft_trainer
@@ -26,18 +25,34 @@ def test_stage2_metrics_reach_tensorboard(smol_tokenizer, tiny_sid_map, tmp_path
     trainer = make_sft_trainer(smol_tokenizer, tiny_sid_map, tmp_path / "run", max_steps=2, report_to="tensorboard")
     trainer.train()
     tags = logged_tags(tmp_path / "run")
-    assert {"train/loss", "train/ce", "train/align_kl", "train/mean_depth", "train/depth_ce",
-            "train/depth_accuracy", "train/latent_norm_ratio"} <= tags, tags
+    assert {
+        "train/loss",
+        "train/ce",
+        "train/align_kl",
+        "train/mean_depth",
+        "train/depth_ce",
+        "train/depth_accuracy",
+        "train/latent_norm_ratio",
+    } <= tags, tags
 
 
 def test_grpo_metrics_reach_tensorboard(smol_tokenizer, tiny_sid_map, tmp_path):
     checkpoint = save_stage2_checkpoint(smol_tokenizer, tiny_sid_map, tmp_path / "stage2")
-    trainer = make_grpo_trainer(smol_tokenizer, tiny_sid_map, checkpoint, tmp_path / "run", max_steps=2,
-                                report_to="tensorboard")
+    trainer = make_grpo_trainer(
+        smol_tokenizer, tiny_sid_map, checkpoint, tmp_path / "run", max_steps=2, report_to="tensorboard"
+    )
     trainer.train()
     tags = logged_tags(tmp_path / "run")
     depth_histogram = {tag for tag in tags if tag.startswith("train/depth/frac_")}
-    assert {"train/reward", "train/rewards/ranking/mean", "train/depth/mean", "train/depth/baseline",
-            "train/terminal_kl", "train/depth/policy_entropy", "train/depth/reinforce_loss", "train/latent_norm_ratio",
-            "train/invalid_rate"} <= tags, tags
+    assert {
+        "train/reward",
+        "train/rewards/ranking/mean",
+        "train/depth/mean",
+        "train/depth/baseline",
+        "train/terminal_kl",
+        "train/depth/policy_entropy",
+        "train/depth/reinforce_loss",
+        "train/latent_norm_ratio",
+        "train/invalid_rate",
+    } <= tags, tags
     assert len(depth_histogram) >= 2, tags

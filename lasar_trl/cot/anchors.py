@@ -310,7 +310,11 @@ def anchors_for_samples(
     missing = [index for index in first_of_key[writer::writers] if keys[index] not in store]
     logger.info(
         "anchors: %d distinct samples of %d, this process extracts %d of its %d into %s",
-        len(first_of_key), len(keys), len(missing), len(first_of_key[writer::writers]), store_dir,
+        len(first_of_key),
+        len(keys),
+        len(missing),
+        len(first_of_key[writer::writers]),
+        store_dir,
     )
     for start in range(0, len(missing), shard_size):
         chunk = missing[start : start + shard_size]

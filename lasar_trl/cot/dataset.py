@@ -67,8 +67,9 @@ def latent_sft_dataset(
 ) -> datasets.Dataset:
     """prompt / completion / cot / anchors rows for `LasarSFTTrainer`, one per window.
 
-    `model` is the Stage-1 model the anchors come from (and whose prompt template the rows use); they are read from, or added to,
-    the store at `anchor_store`, which refuses anchors of another model or SID map. With
+    `model` is the Stage-1 model the anchors come from (and whose prompt template the rows
+    use); they are read from, or added to, the store at `anchor_store`, which refuses anchors
+    of another model or SID map. With
     `merge_threshold`, neighbouring sentences as similar as that (by `embed`, default
     all-MiniLM-L6-v2) form one segment; without, each sentence is one. With `state`, every
     process calls and each extracts its share of the anchors (see `anchors_for_samples`).
@@ -85,8 +86,16 @@ def latent_sft_dataset(
         "%d samples, %.2f CoT segments on average (max %d)", len(counts), sum(counts) / len(counts), max(counts)
     )
     anchors = anchors_for_samples(
-        model, tokenizer, sid_map, rows["prompt"], list(cots), segments, anchor_store,
-        batch_size=batch_size, show_progress=show_progress, state=state,
+        model,
+        tokenizer,
+        sid_map,
+        rows["prompt"],
+        list(cots),
+        segments,
+        anchor_store,
+        batch_size=batch_size,
+        show_progress=show_progress,
+        state=state,
     )
     features = rows.features.copy()
     features["cot"] = datasets.Value("string")

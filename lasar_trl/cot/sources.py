@@ -67,11 +67,12 @@ def rationales(
         )
     else:
         teacher = OpenAITeacher(
-            cot_args.teacher_base_url, cot_args.teacher_model, api_key_env=cot_args.teacher_api_key_env,
-            concurrency=cot_args.teacher_concurrency, max_tokens=cot_args.teacher_max_new_tokens,
+            cot_args.teacher_base_url,
+            cot_args.teacher_model,
+            api_key_env=cot_args.teacher_api_key_env,
+            concurrency=cot_args.teacher_concurrency,
+            max_tokens=cot_args.teacher_max_new_tokens,
         )
     requests = [rationale_request(history_text(w.history, data, sid_map)) for w in windows]
     os.makedirs(cache_dir, exist_ok=True)
-    return generate_cached(
-        teacher, requests, os.path.join(cache_dir, "teacher.jsonl"), show_progress=True, state=state
-    )
+    return generate_cached(teacher, requests, os.path.join(cache_dir, "teacher.jsonl"), show_progress=True, state=state)

@@ -273,9 +273,10 @@ def generate_cached(
     missing = [(key, request) for key, request in share if key not in texts]
     if missing:
         own_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(own_file, "a", encoding="utf-8") as handle, tqdm(
-            total=len(missing), desc="teacher", unit="request", disable=not show_progress
-        ) as progress:
+        with (
+            open(own_file, "a", encoding="utf-8") as handle,
+            tqdm(total=len(missing), desc="teacher", unit="request", disable=not show_progress) as progress,
+        ):
             for start in range(0, len(missing), chunk_size):
                 chunk = missing[start : start + chunk_size]
                 answers = teacher.generate([request for _, request in chunk])

@@ -56,9 +56,7 @@ class MetadataRationaleWriter:
     items (Amazon's top-level "Beauty") say nothing and are ignored.
     """
 
-    def __init__(
-        self, catalog: Mapping[str, Mapping[str, str]], sid_map: SidMap, train_windows: Iterable[Window]
-    ):
+    def __init__(self, catalog: Mapping[str, Mapping[str, str]], sid_map: SidMap, train_windows: Iterable[Window]):
         self.catalog = catalog
         self.sid_map = sid_map
         self.has_text = any(catalog.values())

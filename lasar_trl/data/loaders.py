@@ -81,8 +81,7 @@ def load_dataset_spec(spec: str, max_history: int = 10) -> RecData:
         path = Path(location).expanduser()
         if not location or not path.exists():
             raise DataFormatError(
-                f"dataset spec {spec!r}: path {str(path)!r} does not exist; "
-                f"valid specs: {', '.join(VALID_SPECS)}"
+                f"dataset spec {spec!r}: path {str(path)!r} does not exist; valid specs: {', '.join(VALID_SPECS)}"
             )
         data = _LOADERS[kind](path, max_history, **options)
     logger.info("loaded %s: %s", data.name, data.stats)
@@ -158,9 +157,7 @@ def _read_recbole_items(path: Path) -> dict[str, dict[str, str]]:
     return text
 
 
-def _read_atomic(
-    path: Path, required: tuple[str, ...]
-) -> tuple[list[str], list[str], list[tuple[int, list[str]]]]:
+def _read_atomic(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[str], list[tuple[int, list[str]]]]:
     """Column names, column types (`item_id:token` -> `item_id`, `token`) and (line, values) rows
     of a tab-separated RecBole atomic file."""
     lines = _numbered_lines(path)
@@ -366,9 +363,7 @@ def _load_amazon(directory: Path, max_history: int, k_core: int = DEFAULT_K_CORE
             continue
         interactions.append((user, item, stamp))
     if no_metadata:
-        logger.warning(
-            "%s: dropped %d reviews whose item is not in %s", review_path, no_metadata, meta_files[0]
-        )
+        logger.warning("%s: dropped %d reviews whose item is not in %s", review_path, no_metadata, meta_files[0])
 
     kept, kcore_stats = _k_core(interactions, k_core)
     logger.info("%s: %d-core filtering dropped %s", review_path, k_core, kcore_stats)
@@ -394,9 +389,7 @@ def _read_amazon_metadata(path: Path) -> dict[str, dict[str, str]]:
     return metadata
 
 
-def _k_core(
-    interactions: list[tuple[str, str, float]], k: int
-) -> tuple[list[tuple[str, str, float]], dict[str, int]]:
+def _k_core(interactions: list[tuple[str, str, float]], k: int) -> tuple[list[tuple[str, str, float]], dict[str, int]]:
     """Keep users and items with at least k interactions; repeat until stable (a pass can undo the other)."""
     kept = interactions
     while True:

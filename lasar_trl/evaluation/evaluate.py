@@ -42,8 +42,17 @@ def evaluate_recommender(
     top_k = min(num_beams, max(DEFAULT_KS))
     start = time.perf_counter()
     recs = recommend(
-        model, tokenizer, sid_map, histories, top_k=top_k, num_beams=num_beams,
-        batch_size=batch_size, exclude_items=exclude_items, trie=trie, depth=depth, show_progress=True,
+        model,
+        tokenizer,
+        sid_map,
+        histories,
+        top_k=top_k,
+        num_beams=num_beams,
+        batch_size=batch_size,
+        exclude_items=exclude_items,
+        trie=trie,
+        depth=depth,
+        show_progress=True,
     )
     elapsed = time.perf_counter() - start
     valid_sids = {sid_map.sid(item) for item in sid_map.item_ids}
@@ -89,7 +98,9 @@ def most_popular_baseline(
         ranked.append([item for item in ranking[: top_k + len(seen)] if item not in seen][:top_k])
     results = ranking_metrics(ranked, [w.target for w in windows])
     results.update(
-        num_samples=len(windows), exclude_history=exclude_items is not None, mean_depth=0.0,
+        num_samples=len(windows),
+        exclude_history=exclude_items is not None,
+        mean_depth=0.0,
         depth_histogram=depth_histogram([0] * len(windows)),
     )
     return results
@@ -130,8 +141,14 @@ def evaluate_and_report(
         exclude_items = [data.seen_items(script_args.eval_split, w) for w in windows]
     results = {
         label: evaluate_recommender(
-            model, tokenizer, sid_map, windows, num_beams=script_args.eval_num_beams,
-            batch_size=script_args.eval_batch_size, exclude_items=exclude_items, depth=depth,
+            model,
+            tokenizer,
+            sid_map,
+            windows,
+            num_beams=script_args.eval_num_beams,
+            batch_size=script_args.eval_batch_size,
+            exclude_items=exclude_items,
+            depth=depth,
         ),
         "most-popular": most_popular_baseline(data, windows, exclude_items=exclude_items),
     }

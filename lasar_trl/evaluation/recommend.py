@@ -56,8 +56,14 @@ def write_rationales(
     `<eot>` (appended when `max_tokens` run out). Returns the prompts with their rationales,
     left-padded again (the prompt of the SID search), and each rationale's token count."""
     config = GenerationConfig(
-        max_new_tokens=max_tokens, min_new_tokens=0, do_sample=False, num_beams=1, eos_token_id=eot_id,
-        pad_token_id=eot_id, bos_token_id=None, repetition_penalty=1.0,
+        max_new_tokens=max_tokens,
+        min_new_tokens=0,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=eot_id,
+        pad_token_id=eot_id,
+        bos_token_id=None,
+        repetition_penalty=1.0,
     )
     generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
     rows, lengths = [], []
@@ -75,8 +81,12 @@ def write_rationales(
 
 
 def prompt_batches(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, histories: Sequence[Sequence[str]],
-    batch_size: int, show_progress: bool = False,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SidMap,
+    histories: Sequence[Sequence[str]],
+    batch_size: int,
+    show_progress: bool = False,
 ):
     """(start index, encoded prompt batch) over `histories`, `batch_size` at a time, in the
     model's prompt template."""
@@ -159,8 +169,13 @@ def recommend(
             if exclude_items is not None:
                 banned = [[item_index[i] for i in items] for items in exclude_items[start : start + batch_size]]
             output = sid_beam_search(
-                model, **batch, trie=trie, num_beams=num_beams, banned_items=banned,
-                num_steps=num_steps, latent_projection=projection,
+                model,
+                **batch,
+                trie=trie,
+                num_beams=num_beams,
+                banned_items=banned,
+                num_steps=num_steps,
+                latent_projection=projection,
             )
             depths += output.depths.tolist()
             leaf_items = trie.items_of(output.leaf_nodes).tolist()

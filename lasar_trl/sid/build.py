@@ -53,9 +53,7 @@ def build_sid_map(
     if use_shipped and data.shipped_sids:
         missing = [item for item in data.catalog if item not in data.shipped_sids]
         if missing:
-            raise ValueError(
-                f"{data.name}: the shipped SID map lacks {len(missing)} catalog items, e.g. {missing[:3]}"
-            )
+            raise ValueError(f"{data.name}: the shipped SID map lacks {len(missing)} catalog items, e.g. {missing[:3]}")
         sid_map = SidMap.from_shipped(data.shipped_sids, disambiguation_size=codebook_size)
         sid_map.stats = {"embedding_source": "shipped", **sid_map.stats}
         logger.info("%s: using the shipped SID map: %s", data.name, sid_map.stats)

@@ -112,16 +112,14 @@ def _assign(
     """Squared distance to, and index of, each point's centroid: nearest, or balanced under `capacity`."""
     if capacity is None:
         return _nearest(points, point_norms, centroids)
-    distances = torch.addmm(
-        point_norms[:, None] + centroids.square().sum(1), points, centroids.T, alpha=-2
-    ).clamp_min(0)  # (m, k)
+    distances = torch.addmm(point_norms[:, None] + centroids.square().sum(1), points, centroids.T, alpha=-2).clamp_min(
+        0
+    )  # (m, k)
     assignment = balanced_assignment(distances, counts, capacity)
     return distances.gather(1, assignment[:, None]).squeeze(1), assignment
 
 
-def kmeans(
-    x: Tensor, k: int, *, iters: int = 50, seed: int, balanced: bool = False
-) -> tuple[Tensor, Tensor]:
+def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int, balanced: bool = False) -> tuple[Tensor, Tensor]:
     """Lloyd's k-means with greedy k-means++ seeding; `balanced` caps clusters at ceil(n / k') items.
 
     x: (n, d) float. Returns centroids (k', d) in x's dtype and assignment (n,) long, where

@@ -52,9 +52,7 @@ def _check_tokens(tokens: Mapping[str, tuple[str, ...]], where: str, *, unique: 
     for item, sid in tokens.items():
         for token in sid:
             if not TOKEN_RE.fullmatch(token):
-                raise ValueError(
-                    f"{where}: item {item!r} has malformed SID token {token!r} (expected <letter_code>)"
-                )
+                raise ValueError(f"{where}: item {item!r} has malformed SID token {token!r} (expected <letter_code>)")
         if len(sid) != len(first_sid):
             raise ValueError(
                 f"{where}: item {item!r} has {len(sid)} SID tokens but item {first_item!r} has "
@@ -74,9 +72,7 @@ def _collision_groups(tokens: Mapping[str, tuple[str, ...]]) -> Counter[str]:
     return Counter("".join(sid) for sid in tokens.values())
 
 
-def _disambiguate(
-    tokens: Mapping[str, tuple[str, ...]], letter: str, size: int
-) -> dict[str, tuple[str, ...]]:
+def _disambiguate(tokens: Mapping[str, tuple[str, ...]], letter: str, size: int) -> dict[str, tuple[str, ...]]:
     """Append `<letter_j>` to every SID, j = rank of the item among those sharing its SID (item order)."""
     groups = _collision_groups(tokens)
     sid_string, largest = groups.most_common(1)[0]
@@ -160,9 +156,7 @@ class SidMap:
     builders add embedding_source and its settings.
     """
 
-    def __init__(
-        self, tokens: Mapping[str, Sequence[str]], stats: dict | None = None, *, where: str = "SidMap"
-    ):
+    def __init__(self, tokens: Mapping[str, Sequence[str]], stats: dict | None = None, *, where: str = "SidMap"):
         self._tokens = {str(item): tuple(sid) for item, sid in tokens.items()}
         _check_tokens(self._tokens, where)
         self._by_sid = {"".join(sid): item for item, sid in self._tokens.items()}
@@ -224,15 +218,15 @@ class SidMap:
         letters = {TOKEN_RE.fullmatch(token).group(1) for sid in before.values() for token in sid}
         last = max(letters)
         if any(len(letter) > 1 for letter in letters) or last == LEVEL_LETTERS[-1]:
-            raise ValueError(
-                f"shipped SID map uses level names {sorted(letters)}: no next letter to disambiguate with"
-            )
+            raise ValueError(f"shipped SID map uses level names {sorted(letters)}: no next letter to disambiguate with")
         letter = LEVEL_LETTERS[LEVEL_LETTERS.index(last) + 1]
         after = _disambiguate(before, letter, disambiguation_size)
         sid_map = cls(after, _describe(before, after, [*sizes, disambiguation_size]))
         logger.info(
             "shipped SID map: %d SIDs shared by %d items; appended disambiguation level <%s_*>",
-            sid_map.stats["shared_sids"], sid_map.stats["items_in_shared_sids"], letter,
+            sid_map.stats["shared_sids"],
+            sid_map.stats["items_in_shared_sids"],
+            letter,
         )
         return sid_map
 
@@ -292,9 +286,7 @@ class SidMap:
         tokens = {}
         for item, sid_string in raw.items():
             if not isinstance(sid_string, str) or not SID_RE.fullmatch(sid_string):
-                raise ValueError(
-                    f"{file}: item {item!r} has malformed SID {sid_string!r} (expected <a_1><b_2>...)"
-                )
+                raise ValueError(f"{file}: item {item!r} has malformed SID {sid_string!r} (expected <a_1><b_2>...)")
             tokens[item] = tuple(match.group(0) for match in TOKEN_RE.finditer(sid_string))
         stats_file = file.parent / STATS_FILE
         stats = read_json_object(stats_file) if stats_file.exists() else None

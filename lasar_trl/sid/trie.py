@@ -61,7 +61,7 @@ class SidTrie:
         self.leaf_item = leaf_item  # depth-L local node id -> item index
 
     @classmethod
-    def from_sid_map(cls, sid_map: SidMap, tokenizer, item_ids: Sequence[str] | None = None) -> "SidTrie":
+    def from_sid_map(cls, sid_map: SidMap, tokenizer, item_ids: Sequence[str] | None = None) -> SidTrie:
         """Trie over `item_ids` (default: every item of the map), in that item order."""
         item_ids = list(item_ids if item_ids is not None else sid_map.item_ids)
         tokens = sid_map.all_tokens()
@@ -72,7 +72,7 @@ class SidTrie:
         rows = [[vocab[token] for token in sid_map[item]] for item in item_ids]
         return cls(torch.tensor(rows, dtype=torch.long), tokenizer.eos_token_id)
 
-    def to(self, device: torch.device | str) -> "SidTrie":
+    def to(self, device: torch.device | str) -> SidTrie:
         for name in ("sid_token_ids", "item_paths", "leaf_count", "leaf_item"):
             setattr(self, name, getattr(self, name).to(device))
         self.codebook = [t.to(device) for t in self.codebook]

@@ -69,7 +69,12 @@ def train_save_and_evaluate(
         # Not `trainer.model`: under ZeRO-3 its weights are shards that one process cannot run alone.
         model, tokenizer, _ = load_recommender(args.output_dir, sid_map, dtype=trainer.model.dtype, device=args.device)
         evaluate_and_report(
-            model, tokenizer, sid_map, data, script_args, label=label,
+            model,
+            tokenizer,
+            sid_map,
+            data,
+            script_args,
+            label=label,
             output_json=os.path.join(args.output_dir, "eval_results.json"),
         )
 

@@ -40,9 +40,13 @@ def run(args: EvaluateArguments) -> None:
     data = load_dataset_spec(args.dataset, max_history=args.max_history)
     check_items_known(data, sid_map)
     script_args = RecScriptArguments(
-        dataset=args.dataset, max_history=args.max_history, eval_split=args.split,
-        eval_max_samples=args.max_samples, eval_num_beams=args.num_beams,
-        eval_batch_size=args.batch_size, exclude_history=args.exclude_history,
+        dataset=args.dataset,
+        max_history=args.max_history,
+        eval_split=args.split,
+        eval_max_samples=args.max_samples,
+        eval_num_beams=args.num_beams,
+        eval_batch_size=args.batch_size,
+        exclude_history=args.exclude_history,
     )
     label = args.checkpoint if args.depth is None else f"{args.checkpoint} (depth {args.depth})"
     evaluate_and_report(

@@ -40,10 +40,12 @@ def run(
     cache_dir = cot_args.cot_cache_dir or os.path.join(training_args.output_dir, "cot")
     template = prompt_template_of(model)
     cots = rationales(cot_args, data, sid_map, windows, cache_dir, PartialState(), template=template)
-    train_dataset = Dataset.from_dict({
-        "prompt": [history_prompt(w.history, sid_map, template) for w in windows],
-        "completion": [cot + EOT_TOKEN + sid_map.sid(w.target) for w, cot in zip(windows, cots)],
-    })
+    train_dataset = Dataset.from_dict(
+        {
+            "prompt": [history_prompt(w.history, sid_map, template) for w in windows],
+            "completion": [cot + EOT_TOKEN + sid_map.sid(w.target) for w, cot in zip(windows, cots)],
+        }
+    )
     trainer = SidSFTTrainer(
         model=model,
         args=training_args,

@@ -56,8 +56,10 @@ class PipelineArguments:
     )
     rl_rows: str | None = field(
         default=None,
-        metadata={"help": "Stage 3's prompts (and anchors): a saved dataset; default: the Stage-2 checkpoint's "
-                  f"{LATENT_TRAIN_DATA} (name one to run GRPO on a Stage-1 checkpoint at fixed_depth 0)."},
+        metadata={
+            "help": "Stage 3's prompts (and anchors): a saved dataset; default: the Stage-2 checkpoint's "
+            f"{LATENT_TRAIN_DATA} (name one to run GRPO on a Stage-1 checkpoint at fixed_depth 0)."
+        },
     )
     evaluate: bool = field(default=True, metadata={"help": "Evaluate the variants after training."})
     ablation_depth: int = field(default=4, metadata={"help": "The depth LASAR is forced to in the ablation row."})
@@ -126,14 +128,21 @@ def read_stage_yaml(types: tuple[type, ...], path: str) -> tuple:
 
 
 def for_stage(
-    script_args: RecScriptArguments, training_args: Args, job_script: RecScriptArguments,
-    job_training: LasarGRPOConfig, output_dir: str, max_train_samples: int | None,
+    script_args: RecScriptArguments,
+    training_args: Args,
+    job_script: RecScriptArguments,
+    job_training: LasarGRPOConfig,
+    output_dir: str,
+    max_train_samples: int | None,
 ) -> tuple[RecScriptArguments, Args]:
     """A stage's data and training configs with the job's dataset, history, seed and trackers, its
     output folder and (when given) sample count, and no evaluation of its own: the job evaluates every
     stage in one table."""
     script_args = replace(
-        script_args, dataset=job_script.dataset, max_history=job_script.max_history, evaluate_after_training=False,
+        script_args,
+        dataset=job_script.dataset,
+        max_history=job_script.max_history,
+        evaluate_after_training=False,
         max_train_samples=script_args.max_train_samples if max_train_samples is None else max_train_samples,
     )
     training_args = rebuilt(
@@ -168,10 +177,14 @@ def configure(
         stage2_script, stage2_training, script_args, training_args, stage2_dir, job.stage2_max_train_samples
     )
     return MainJobConfigs(
-        script_args, training_args, model_args, job,
+        script_args,
+        training_args,
+        model_args,
+        job,
         stage1=Stage1Configs(stage1_script, stage1_training, stage1_model),
-        stage2=Stage2Configs(stage2_script, stage2_cot, stage2_training,
-                             replace(stage2_model, model_name_or_path=stage1_dir)),
+        stage2=Stage2Configs(
+            stage2_script, stage2_cot, stage2_training, replace(stage2_model, model_name_or_path=stage1_dir)
+        ),
     )
 
 
@@ -217,19 +230,24 @@ def run(
         first, second = configs.stage1, configs.stage2
         stage1_dir, stage2_dir = first.training_args.output_dir, second.training_args.output_dir
         minutes["stage1"] = run_stage(
-            "Stage 1: SID grounding (SFT)", stage1_dir,
+            "Stage 1: SID grounding (SFT)",
+            stage1_dir,
             lambda: stage1.run(first.script_args, rebuilt(first.training_args), first.model_args),
         )
         minutes["stage2"] = run_stage(
-            "Stage 2: latent reasoning SFT", stage2_dir,
+            "Stage 2: latent reasoning SFT",
+            stage2_dir,
             lambda: stage2.run(second.script_args, second.cot_args, rebuilt(second.training_args), second.model_args),
         )
     grpo_dir = training_args.output_dir
     minutes["stage3"] = run_stage(
-        f"Stage 3: GRPO ({training_args.rollout_depth} latent depth, G = {training_args.num_generations})", grpo_dir,
+        f"Stage 3: GRPO ({training_args.rollout_depth} latent depth, G = {training_args.num_generations})",
+        grpo_dir,
         lambda: stage3.run(  # evaluated below, next to the other variants
-            replace(script_args, evaluate_after_training=False), rebuilt(training_args),
-            replace(model_args, model_name_or_path=stage2_dir), rl_rows=job.rl_rows,
+            replace(script_args, evaluate_after_training=False),
+            rebuilt(training_args),
+            replace(model_args, model_name_or_path=stage2_dir),
+            rl_rows=job.rl_rows,
         ),
     )
     if not (job.evaluate and PartialState().is_main_process):
@@ -251,10 +269,15 @@ def run(
     print(table, flush=True)
     summary = {
         "scale": scale,
-        "command": " ".join(sys.argv), "dataset": data.name, "split": script_args.eval_split,
+        "command": " ".join(sys.argv),
+        "dataset": data.name,
+        "split": script_args.eval_split,
         "checkpoints": {**{label: path for label, (path, _) in variants.items()}, "Stage 2": stage2_dir},
-        "train_minutes": minutes, "total_minutes": (time.perf_counter() - start) / 60,
-        "pipeline": asdict(job), "results": results, "stage2_before_rl": before_rl,
+        "train_minutes": minutes,
+        "total_minutes": (time.perf_counter() - start) / 60,
+        "pipeline": asdict(job),
+        "results": results,
+        "stage2_before_rl": before_rl,
     }
     write_json_atomic(os.path.join(job.run_dir, "summary.json"), summary)
     print(f"\nSummary: {os.path.join(job.run_dir, 'summary.json')} ({summary['total_minutes']:.1f} min)", flush=True)
@@ -272,8 +295,14 @@ def evaluate_variants(
         print(f"-- {label}", flush=True)
         model, tokenizer, sid_map = load_recommender(path)
         results[label] = evaluate_recommender(
-            model, tokenizer, sid_map, windows, num_beams=script_args.eval_num_beams,
-            batch_size=script_args.eval_batch_size, exclude_items=exclude, depth=depth,
+            model,
+            tokenizer,
+            sid_map,
+            windows,
+            num_beams=script_args.eval_num_beams,
+            batch_size=script_args.eval_batch_size,
+            exclude_items=exclude,
+            depth=depth,
         )
     results["most-popular"] = most_popular_baseline(data, windows, exclude_items=exclude)
     before_rl = None
@@ -288,6 +317,7 @@ def evaluate_variants(
     lines = [format_table(results, title)]
     lines += [f"  depths of {label}: {r['depth_histogram']}" for label, r in results.items()]
     if before_rl:
-        lines.append(f"  depths Stage 2 chose before RL: {before_rl['depth_histogram']} "
-                     f"(mean {before_rl['mean_depth']:.2f})")
+        lines.append(
+            f"  depths Stage 2 chose before RL: {before_rl['depth_histogram']} (mean {before_rl['mean_depth']:.2f})"
+        )
     return results, before_rl, "\n".join(lines)

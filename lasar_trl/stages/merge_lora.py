@@ -13,8 +13,10 @@ class MergeLoraArguments:
     output_dir: str = field(metadata={"help": "Where the merged checkpoint goes."})
     dtype: str = field(
         default="auto",
-        metadata={"help": "dtype to load and save the merged weights in.",
-                  "choices": ["auto", "bfloat16", "float16", "float32"]},
+        metadata={
+            "help": "dtype to load and save the merged weights in.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
     )
 
 

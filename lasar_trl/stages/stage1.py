@@ -19,8 +19,13 @@ from ..sid.build import build_sid_map
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import add_sid_tokens
 from ..tasks import (
-    PROMPT_TEMPLATE_KEY, check_items_known, recommendation_dataset, stage1_dataset, stage1_sequence_dataset,
-    title_history_prompt, title_tasks,
+    PROMPT_TEMPLATE_KEY,
+    check_items_known,
+    recommendation_dataset,
+    stage1_dataset,
+    stage1_sequence_dataset,
+    title_history_prompt,
+    title_tasks,
 )
 from ..trainers.sft import SidSFTTrainer
 from .common import setup_run, train_save_and_evaluate
@@ -42,15 +47,19 @@ def run(script_args: RecScriptArguments, training_args: SFTConfig, model_args: M
     # Model with the SID vocabulary.
     if is_scratch(model_path):
         if model_args.use_peft:
-            raise ValueError(f"--use_peft with --model_name_or_path {model_path}: LoRA on a randomly initialised "
-                             "backbone trains adapters over noise; train it whole (LoRA works from its Stage-1 folder)")
+            raise ValueError(
+                f"--use_peft with --model_name_or_path {model_path}: LoRA on a randomly initialised "
+                "backbone trains adapters over noise; train it whole (LoRA works from its Stage-1 folder)"
+            )
         model, tokenizer = build_scratch_backbone(
             model_path, scratch_tokenizer_texts(data, sid_map), seed=training_args.seed
         )
     else:
         tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
         model = AutoModelForCausalLM.from_pretrained(
-            model_path, revision=model_args.model_revision, dtype=model_args.dtype,
+            model_path,
+            revision=model_args.model_revision,
+            dtype=model_args.dtype,
             attn_implementation=model_args.attn_implementation,
         )
     added = add_sid_tokens(model, tokenizer, sid_map)

@@ -40,8 +40,15 @@ def run(
     state = PartialState()
     cots = rationales(cot_args, data, sid_map, windows, cache_dir, state, template=prompt_template_of(model))
     train_dataset = latent_sft_dataset(
-        model, tokenizer, sid_map, windows, cots, os.path.join(cache_dir, "anchors"),
-        merge_threshold=cot_args.segment_merge_threshold, show_progress=state.is_local_main_process, state=state,
+        model,
+        tokenizer,
+        sid_map,
+        windows,
+        cots,
+        os.path.join(cache_dir, "anchors"),
+        merge_threshold=cot_args.segment_merge_threshold,
+        show_progress=state.is_local_main_process,
+        state=state,
     )
     if training_args.process_index == 0:
         os.makedirs(training_args.output_dir, exist_ok=True)

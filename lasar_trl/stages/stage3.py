@@ -34,8 +34,11 @@ def run(
     group = training_args.num_generations
     trainer = LasarGRPOTrainer(
         model=model,
-        reward_funcs=[RankingReward(sid_map, tokenizer, group), ExactMatchReward(sid_map, tokenizer),
-                      PrefixMatchReward(sid_map, tokenizer)],
+        reward_funcs=[
+            RankingReward(sid_map, tokenizer, group),
+            ExactMatchReward(sid_map, tokenizer),
+            PrefixMatchReward(sid_map, tokenizer),
+        ],
         args=training_args,
         train_dataset=rl_prompts(rl_rows or os.path.join(model_path, LATENT_TRAIN_DATA), script_args, training_args),
         processing_class=tokenizer,

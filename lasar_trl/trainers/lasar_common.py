@@ -121,7 +121,9 @@ class LatentTrainerMixin:
             logger.warning(
                 "align_space=hidden: softmax(anchor / %.3g) puts %.4f of its mass on one hidden dimension, so the "
                 "alignment KL is ~0 and aligns nothing on this backbone. Use align_space=vocab or a larger "
-                "align_temperature.", self.args.align_temperature, peak,
+                "align_temperature.",
+                self.args.align_temperature,
+                peak,
             )
 
     def _latent_norm_ratio(self, output: LatentOutput, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> float:

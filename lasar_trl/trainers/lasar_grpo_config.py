@@ -89,8 +89,11 @@ class LasarGRPOConfig(GRPOConfig, LatentTrainingArguments):
         if self.use_vllm or self.use_transformers_continuous_batching:
             raise ValueError("use_vllm / continuous batching: LASAR rollouts run the latent loop and the SID trie")
         ignored = {
-            "top_p": self.top_p != 1.0, "top_k": self.top_k not in (0, None), "min_p": self.min_p is not None,
-            "repetition_penalty": self.repetition_penalty != 1.0, "generation_kwargs": bool(self.generation_kwargs),
+            "top_p": self.top_p != 1.0,
+            "top_k": self.top_k not in (0, None),
+            "min_p": self.min_p is not None,
+            "repetition_penalty": self.repetition_penalty != 1.0,
+            "generation_kwargs": bool(self.generation_kwargs),
         }
         if any(ignored.values()):
             names = [name for name, is_set in ignored.items() if is_set]

@@ -128,7 +128,8 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         if deterministic:
             logger.warning(
                 "rollout_depth=%s with %s decoding: all rollouts of a prompt are identical, so every advantage is 0 "
-                "and GRPO learns nothing (fine for tests, not for training)", args.rollout_depth,
+                "and GRPO learns nothing (fine for tests, not for training)",
+                args.rollout_depth,
                 "beam" if args.rollout_decoding == "beam" else "greedy",
             )
         self.trie = SidTrie.from_sid_map(self.sid_map, self.processing_class).to(self.accelerator.device)
@@ -186,14 +187,18 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
             max_steps = self.args.fixed_depth if self.args.rollout_depth == "fixed" else self.lasar.config.n_max
         with (
             unwrap_model_for_generation(
-                self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                 gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
             ) as unwrapped,
             torch.no_grad(),
         ):
             model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
             decode = dict(
-                trie=self.trie, num_steps=self._depth_choice(), max_steps=max_steps,
+                trie=self.trie,
+                num_steps=self._depth_choice(),
+                max_steps=max_steps,
                 latent_projection=self.lasar.latent_projection if self.lasar else None,
             )
             sequences, sid_logprob, leaves, depths = self._decode(model, input_ids, attention_mask, group_sizes, decode)
@@ -299,11 +304,17 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         for start in range(0, len(input_ids), batch_size):
             rows = slice(start, start + batch_size)
             with self.accelerator.autocast():
-                output = model(latent=dict(
-                    prompt_ids=prompt_ids[rows], prompt_mask=prompt_mask[rows], num_steps=depths[rows],
-                    sid_input_ids=completion_ids[rows, :-1], max_steps=max_steps,
-                    depth_logits=needs_head, detach_head_input=not self.args.depth_loss_to_backbone,
-                ))
+                output = model(
+                    latent=dict(
+                        prompt_ids=prompt_ids[rows],
+                        prompt_mask=prompt_mask[rows],
+                        num_steps=depths[rows],
+                        sid_input_ids=completion_ids[rows, :-1],
+                        max_steps=max_steps,
+                        depth_logits=needs_head,
+                        detach_head_input=not self.args.depth_loss_to_backbone,
+                    )
+                )
             logits = output.logits.float() / temperature  # (b, C, V)
             logps.append(selective_log_softmax(logits, completion_ids[rows]))
             if compute_entropy:
@@ -330,8 +341,13 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
             classes = inputs["latent_depth"] - self.lasar.config.min_depth
             entropy = entropy_from_logits(output.depth_logits)
             depth_loss = reinforce_depth_loss(
-                selective_log_softmax(output.depth_logits, classes), inputs["depth_reward"], inputs["depth_baseline"],
-                inputs["latent_depth"], self.args.depth_cost, entropy, self.args.depth_entropy_coef,
+                selective_log_softmax(output.depth_logits, classes),
+                inputs["depth_reward"],
+                inputs["depth_baseline"],
+                inputs["latent_depth"],
+                self.args.depth_cost,
+                entropy,
+                self.args.depth_entropy_coef,
             )
             extra = extra + depth_loss
             self._log_mean(mode, "depth/policy_entropy", entropy)

@@ -66,8 +66,12 @@ class LasarSFTConfig(SFTConfig, LatentTrainingArguments):
     def lasar_config(self, hidden_size: int) -> LasarConfig:
         """The LASAR parts this run trains (saved as lasar_config.json)."""
         return LasarConfig(
-            hidden_size=hidden_size, n_max=self.n_max, min_depth=self.min_depth, depth_mode=self.depth_mode,
-            fixed_depth=self.fixed_depth, latent_projection=self.latent_projection,
+            hidden_size=hidden_size,
+            n_max=self.n_max,
+            min_depth=self.min_depth,
+            depth_mode=self.depth_mode,
+            fixed_depth=self.fixed_depth,
+            latent_projection=self.latent_projection,
         )
 
     @property

@@ -22,8 +22,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from trl.trainer.utils import pad
 
 from ..losses import alignment_loss, depth_loss, step_to_anchor
-from ..modeling.lasar import attach_lasar
 from ..modeling.forward import LatentOutput, add_latent_forward
+from ..modeling.lasar import attach_lasar
 from ..sid.tokenizer import BOT_TOKEN
 from .lasar_common import ANCHORS_COLUMN, LatentTrainerMixin
 from .lasar_sft_config import LasarSFTConfig
@@ -142,11 +142,17 @@ class LasarSFTTrainer(LatentTrainerMixin, SidSFTTrainer):
         args = self.args
         depths = self._depths(inputs)
         # through `model` (DDP / autocast / PEFT wrappers), routed to the latent loop: see modeling.forward
-        output = model(latent=dict(
-            prompt_ids=inputs["prompt_ids"], prompt_mask=inputs["prompt_mask"], num_steps=depths,
-            sid_input_ids=inputs["completion_ids"][:, :-1], max_steps=self._max_steps(depths),
-            depth_logits=args.depth_mode == "cot", detach_head_input=not args.depth_loss_to_backbone,
-        ))
+        output = model(
+            latent=dict(
+                prompt_ids=inputs["prompt_ids"],
+                prompt_mask=inputs["prompt_mask"],
+                num_steps=depths,
+                sid_input_ids=inputs["completion_ids"][:, :-1],
+                max_steps=self._max_steps(depths),
+                depth_logits=args.depth_mode == "cot",
+                detach_head_input=not args.depth_loss_to_backbone,
+            )
+        )
         logits = output.logits  # (B, C, V): position i predicts completion token i
         ce = F.cross_entropy(logits.flatten(0, 1).float(), inputs["labels"].flatten(), ignore_index=-100)
         loss = ce
