@@ -1,6 +1,6 @@
-"""Turn the benchmark JSON into docs/results.md with tables and PNG plots.
+"""Turn the benchmark JSON into docs/results.md with tables and PNG plots, and README's headline table.
 
-    python benchmarks/report.py        # reads benchmarks/results/{quality,latency}.json
+    python benchmarks/report.py        # reads benchmarks/results/{quality,latency,main_job_ml100k}.json
 
 Only what the JSON holds is shown, each table with the command that measured it and the
 machine it ran on:
@@ -37,6 +37,45 @@ CURVES = [
 
 def machine_line(machine: dict) -> str:
     return f"{machine['device_name']} ({machine['cpu_count']} CPUs, {machine['device']}, torch {machine['torch']})"
+
+
+def main_job_section(summary: dict, json_path: str) -> list[str]:
+    """README's headline table: the main job's summary.json, its command, machine and timing."""
+    machine, minutes = summary["machine"], summary["train_minutes"]
+    results = summary["results"]
+    first = next(iter(results.values()))
+    gpu = machine["gpu"] or "no GPU"
+    stages = ", ".join(f"{stage.replace('stage', 'Stage ')} {value:.1f} min" for stage, value in minutes.items())
+    lines = [
+        f"Measured: `{summary['command']}` on {machine['cpu']} ({machine['cpu_count']} cores, {gpu}), torch "
+        f"{machine['torch']}, {machine['date']}: **{summary['total_minutes']:.1f} min** in all ({stages}; the rest "
+        f"is SIDs and evaluation). {first['num_samples']} {summary['dataset']} {summary['split']} users, "
+        f"{first['num_beams']} beams, `exclude_history` {first['exclude_history']} (`{json_path}`):",
+        "",
+        "| variant | HR@10 | NDCG@10 | HR@20 | NDCG@20 | mean depth |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, metrics in results.items():
+        cells = [f"{metrics[key]:.4f}".lstrip("0") for key in ("hr@10", "ndcg@10", "hr@20", "ndcg@20")]
+        lines.append(f"| {label} | {' | '.join(cells)} | {metrics['mean_depth']:.2f} |")
+    rewards = summary.get("grpo_exact_match_per_logged_window", [])
+    if summary.get("stage2_before_rl"):
+        lines += ["", f"Stage 2's mean depth before RL: {summary['stage2_before_rl']['mean_depth']:.2f}."]
+    if rewards:
+        lines.append(
+            f"GRPO's mean exact-match reward per logged window ({len(rewards)} windows): "
+            f"{min(rewards):.4f} to {max(rewards):.4f}; windows at 0: {sum(value == 0 for value in rewards)}."
+        )
+    return lines
+
+
+def replace_between_markers(text: str, name: str, block: list[str]) -> str:
+    """`text` with the lines between `<!-- NAME:start -->` and `<!-- NAME:end -->` replaced by `block`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected one {start} ... {end} pair")
+    head, rest = text.split(start)
+    return head + start + "\n" + "\n".join(block) + "\n" + end + rest.split(end, 1)[1]
 
 
 def quality_section(quality: dict) -> list[str]:
@@ -187,7 +226,15 @@ def main() -> None:
     parser.add_argument("--quality_json", default="benchmarks/results/quality.json")
     parser.add_argument("--latency_json", default="benchmarks/results/latency.json")
     parser.add_argument("--output", default="docs/results.md", help="the report; plots go to results/ beside it")
+    parser.add_argument("--main_job_json", default="benchmarks/results/main_job_ml100k.json")
+    parser.add_argument("--readme", default="README.md", help="its main-job-results block is rewritten")
     args = parser.parse_args()
+    with open(args.main_job_json) as file:
+        readme = replace_between_markers(
+            Path(args.readme).read_text(), "main-job-results", main_job_section(json.load(file), args.main_job_json)
+        )
+    with atomic_path(Path(args.readme)) as temp:
+        temp.write_text(readme, encoding="utf-8")
     quality, latency = json.load(open(args.quality_json)), json.load(open(args.latency_json))
     output = Path(args.output)
     plots = output.parent / "results"
@@ -206,7 +253,7 @@ def main() -> None:
     lines += curves_section(latency["run_dir"], plots)
     with atomic_path(output) as temp:
         temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {output} and {plots}/*.png")
+    print(f"wrote {output}, {plots}/*.png and the main-job table of {args.readme}")
 
 
 if __name__ == "__main__":

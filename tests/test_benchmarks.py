@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -174,9 +175,17 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
     assert all(math.isfinite(n) and n > 0 for n in numbers), numbers
 
     report = tmp_path / "docs" / "results.md"
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- main-job-results:start -->\nold\n<!-- main-job-results:end -->\nmore\n")
+    main_job_json = os.path.join(run_dir, "summary.json")
     run_benchmark(
-        "report.py", "--quality_json", str(quality_json), "--latency_json", str(latency_json), "--output", str(report)
+        "report.py",
+        *("--quality_json", str(quality_json), "--latency_json", str(latency_json), "--output", str(report)),
+        *("--main_job_json", main_job_json, "--readme", str(readme)),
     )
+    headline = readme.read_text()
+    assert headline.startswith("intro\n") and headline.endswith("more\n") and "old" not in headline
+    assert "| Stage 1 (N=0) |" in headline and json.loads(Path(main_job_json).read_text())["command"] in headline
     text = report.read_text()
     for heading in ("## Quality", "## Depth before and after RL", "## Latency", "## Training curves"):
         assert heading in text, heading

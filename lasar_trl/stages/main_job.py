@@ -10,14 +10,20 @@ interrupted stage resumes from its last checkpoint).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TypeVar
 
+import torch
+import transformers
+import trl
 from accelerate import PartialState
 from transformers import TrainingArguments
 from trl import GRPOConfig, ModelConfig, SFTConfig, TrlParser
@@ -278,9 +284,39 @@ def run(
         "pipeline": asdict(job),
         "results": results,
         "stage2_before_rl": before_rl,
+        "grpo_exact_match_per_logged_window": logged_values(
+            os.path.join(grpo_dir, "trainer_state.json"), "rewards/exact_match/mean"
+        ),
+        "machine": machine_record(),
     }
     write_json_atomic(os.path.join(job.run_dir, "summary.json"), summary)
     print(f"\nSummary: {os.path.join(job.run_dir, 'summary.json')} ({summary['total_minutes']:.1f} min)", flush=True)
+
+
+def logged_values(trainer_state: str, key: str) -> list[float]:
+    """One metric over the logged training windows of a finished Trainer (empty if never logged)."""
+    if not os.path.isfile(trainer_state):
+        return []
+    with open(trainer_state) as file:
+        return [entry[key] for entry in json.load(file)["log_history"] if key in entry]
+
+
+def machine_record() -> dict:
+    """Where the job ran, so a number copied from summary.json keeps its machine."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return {
+        "cpu": names[0] if names else platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def evaluate_variants(
