@@ -1,20 +1,25 @@
 """Stage 3 (LasarGRPOTrainer): rollouts, log-probs through the latent trajectory, the extra
 losses, depth learning by REINFORCE, reference models, resume, configs."""
 
+import json
 import logging
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import trl
 from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint
 from testing_utils import make_tiny_model
 from transformers import AutoTokenizer
 
 from lasar_trl.decoding import sid_beam_search, sid_sample
-from lasar_trl.modeling.checkpoint import load_recommender
+from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
 from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar, save_lasar, split_lasar_state
-from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward
+from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward, exact_match
 from lasar_trl.sid.tokenizer import add_sid_tokens
 from lasar_trl.tasks import recommendation_dataset
 from lasar_trl.trainers.lasar_grpo_config import LasarGRPOConfig
@@ -233,11 +238,44 @@ def test_sampled_depth_needs_a_policy_head(smol_tokenizer, tiny_sid_map, tmp_pat
         make_trainer(smol_tokenizer, tiny_sid_map, stage1, tmp_path / "out")
 
 
-def test_terminal_alignment_needs_anchors(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
-    with pytest.raises(ValueError, match="no 'anchors' column"):
-        make_trainer(
-            smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", dataset=grpo_dataset(tiny_sid_map, anchors=False)
-        )
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda rows: rows.remove_columns("anchors"),
+            r"no 'anchors' column .*\(terminal_align_weight 0 trains without it\)",
+        ),
+        (
+            lambda rows: rows.remove_columns("target"),
+            r"no 'target' column .* rewards \['exact_match', 'ranking', 'prefix_match'\] score against",
+        ),
+        (
+            lambda rows: rows.map(lambda row, i: {"prompt": row["prompt"] + " " * (i == 3)}, with_indices=True),
+            "train dataset row 3: the 'prompt' column must be text ending in <bot>",
+        ),
+    ],
+    ids=["anchors", "target", "prompt"],
+)
+def test_a_dataset_the_rollouts_cannot_use_is_refused_when_the_trainer_is_built(
+    smol_tokenizer, tiny_sid_map, stage2, tmp_path, change, message
+):
+    with pytest.raises(ValueError, match=message):
+        make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", dataset=change(grpo_dataset(tiny_sid_map)))
+
+
+def test_rewards_by_name_module_object_or_class_are_bound_to_the_trainers_sid_map(
+    smol_tokenizer, tiny_sid_map, stage2, tmp_path
+):
+    def plain(completions, **columns) -> list[float]:
+        return [0.0] * len(completions)
+
+    bound = PrefixMatchReward(tiny_sid_map, smol_tokenizer)
+    rewards = ["ranking", exact_match, ExactMatchReward, bound, plain]
+    trainer = make_trainer(smol_tokenizer, tiny_sid_map, stage2, tmp_path / "out", reward_funcs=rewards)
+    assert trainer.reward_func_names == ["ranking", "exact_match", "exact_match", "prefix_match", "plain"]
+    assert all(reward.target_ids == bound.target_ids for reward in trainer.reward_funcs[:4])
+    assert trainer.reward_funcs[3] is bound and trainer.reward_funcs[4] is plain
+    assert not exact_match.is_bound  # the module's reward stays unbound for the next trainer
 
 
 def test_beam_rollouts_and_argmax_depth(smol_tokenizer, tiny_sid_map, stage2, tmp_path):
@@ -481,3 +519,51 @@ def test_beam_group_rollouts_are_the_top_beams_at_one_depth_per_group(
             rollout_depth="argmax",
         )
     assert "GRPO learns nothing" not in caplog.text
+
+
+@pytest.mark.slow
+def test_trls_own_grpo_script_trains_with_our_rewards_named_on_its_command_line(tiny_sid_map, stage2, tmp_path):
+    """TRL's grpo.py, copied from the installed package with only the trainer and config classes
+    swapped, on a Stage-2 checkpoint folder and a local parquet folder of prompt / target /
+    anchors rows: its `--reward_funcs` dotted paths name module-level rewards and a class."""
+    source = (Path(trl.__file__).parent / "scripts" / "grpo.py").read_text()
+    swaps = {
+        "from trl import ScriptArguments\n": "from trl import ScriptArguments\n\n"
+        "from lasar_trl.trainers import LasarGRPOConfig as GRPOConfig, LasarGRPOTrainer as GRPOTrainer\n",
+        "from trl import GRPOTrainer, get_dataset": "from trl import get_dataset",
+        "DatasetMixtureConfig, GRPOConfig, ModelConfig": "DatasetMixtureConfig, ModelConfig",
+    }
+    for old, new in swaps.items():
+        assert source.count(old) == 1, f"TRL's grpo.py changed: {old!r}"
+        source = source.replace(old, new)
+    script, data, output_dir = tmp_path / "grpo.py", tmp_path / "data", tmp_path / "out"
+    script.write_text(source)
+    data.mkdir()
+    grpo_dataset(tiny_sid_map, rows=16).to_parquet(str(data / "train.parquet"))
+    rewards = ["lasar_trl.rewards.ranking", "lasar_trl.rewards.exact_match", "lasar_trl.rewards.PrefixMatchReward"]
+    flags = dict(
+        model_name_or_path=stage2,
+        dataset_name=str(data),
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        num_generations=GROUP,
+        use_cpu="true",
+        bf16="false",
+        activation_checkpointing="false",
+        report_to="none",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    command = [sys.executable, str(script), "--reward_funcs", *rewards, "--reward_weights", "1.0", "2.0", "1.0"]
+    command += [part for name, value in flags.items() for part in (f"--{name}", str(value))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    for name in ("ranking", "exact_match", "prefix_match"):
+        assert len([entry for entry in history if f"rewards/{name}/mean" in entry]) == 2, name
+    assert (output_dir / SID_MAP_FILE).is_file()  # the script's save_model wrote a recommender checkpoint

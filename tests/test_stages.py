@@ -54,7 +54,23 @@ def test_main_job_reads_the_stage_yamls_into_typed_configs(monkeypatch):
         assert not stage.script_args.evaluate_after_training
     assert Path(stage2.model_args.model_name_or_path) == run_dir / "stage1"
     assert configs.training_args.max_steps == job_yaml["max_steps"]
-    assert configs.script_args.max_train_samples == job_yaml["max_train_samples"]
+    assert configs.job.max_rl_prompts == job_yaml["max_rl_prompts"]
+    assert configs.job.reward_funcs == job_yaml["reward_funcs"] == ["ranking", "exact_match", "prefix_match"]
+    assert configs.training_args.reward_weights == job_yaml["reward_weights"]
+
+
+def test_rewards_are_named_next_to_their_weights_and_the_rl_prompts_have_their_own_name(monkeypatch):
+    monkeypatch.chdir(REPO)
+    configs = job_configs("--reward_funcs", "exact_match", "prefix_match", "--reward_weights", "2.0", "1.0")
+    assert (configs.job.reward_funcs, configs.training_args.reward_weights) == (["exact_match", "prefix_match"], [2, 1])
+    with pytest.raises(
+        ValueError, match=r"reward_funcs: unknown reward \['exact'\], known: \['ranking', 'exact_match'"
+    ):
+        job_configs("--reward_funcs", "exact", "ranking", "prefix_match")
+    with pytest.raises(ValueError, match=r"reward_weights \[1.0, 1.0, 1.0\] and reward_funcs \['exact_match'\]"):
+        job_configs("--reward_funcs", "exact_match")
+    with pytest.raises(ValueError, match="max_train_samples: the main job's RL prompts are max_rl_prompts"):
+        job_configs("--max_train_samples", "10")
 
 
 def test_smoke_shrinks_every_stage(monkeypatch):

@@ -37,6 +37,7 @@ from ..evaluation.recommend import policy_depths
 from ..modeling.checkpoint import load_recommender
 from ..modeling.lasar import has_lasar
 from ..modeling.loading import resolve_model_path
+from ..rewards import DEFAULT_REWARDS, REWARDS, check_reward_names
 from ..trainers.lasar_grpo_config import LasarGRPOConfig
 from ..trainers.lasar_sft_config import LasarSFTConfig
 from . import stage1, stage2, stage3
@@ -67,10 +68,22 @@ class PipelineArguments:
             f"{LATENT_TRAIN_DATA} (name one to run GRPO on a Stage-1 checkpoint at fixed_depth 0)."
         },
     )
+    max_rl_prompts: int | None = field(
+        default=None, metadata={"help": "Stage 3 trains on a seeded subset of this many rl_rows (all when unset)."}
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REWARDS),
+        metadata={"help": f"Stage 3's rewards, weighted by reward_weights in this order; any of {list(REWARDS)}."},
+    )
     evaluate: bool = field(default=True, metadata={"help": "Evaluate the variants after training."})
     ablation_depth: int = field(default=4, metadata={"help": "The depth LASAR is forced to in the ablation row."})
     smoke: bool = field(default=False, metadata={"help": f"Shrink everything to a few minutes: {SMOKE}."})
     scale: str = field(default="demonstration scale", metadata={"help": "What the table's title calls this run."})
+
+    def __post_init__(self) -> None:
+        check_reward_names(self.reward_funcs)
+        if self.max_rl_prompts is not None and self.max_rl_prompts < 1:
+            raise ValueError(f"max_rl_prompts must be >= 1, got {self.max_rl_prompts}")
 
 
 ARGUMENTS = (RecScriptArguments, LasarGRPOConfig, ModelConfig, PipelineArguments)
@@ -162,6 +175,16 @@ def configure(
 ) -> MainJobConfigs:
     """The job's configs with `--smoke` applied and, unless it starts from a checkpoint, the Stage-1 and
     Stage-2 yamls read for `run_dir/stage1` and `run_dir/stage2` (Stage 2 starting from Stage 1's)."""
+    if script_args.max_train_samples is not None:  # the stage yamls' own counts are not the job's
+        raise ValueError(
+            "max_train_samples: the main job's RL prompts are max_rl_prompts, and Stage 1's and Stage 2's samples "
+            "stage1_max_train_samples and stage2_max_train_samples"
+        )
+    weights = training_args.reward_weights
+    if weights is not None and len(weights) != len(job.reward_funcs):
+        raise ValueError(
+            f"reward_weights {weights} and reward_funcs {job.reward_funcs}: give one weight per reward, in order"
+        )
     if job.smoke:  # the same job, shrunk to minutes on 2 CPU cores (CI runs it)
         job = replace(job, stage1_max_train_samples=16, stage2_max_train_samples=16)
         script_args = replace(script_args, eval_max_samples=16, eval_num_beams=10)
@@ -254,6 +277,8 @@ def run(
             rebuilt(training_args),
             replace(model_args, model_name_or_path=stage2_dir),
             rl_rows=job.rl_rows,
+            max_rl_prompts=job.max_rl_prompts,
+            reward_funcs=job.reward_funcs,
         ),
     )
     if not (job.evaluate and PartialState().is_main_process):

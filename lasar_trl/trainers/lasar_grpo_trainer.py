@@ -27,9 +27,13 @@ How a rollout's depth reaches the loss:
 4. `_get_per_token_logps_and_entropies` (old, reference and current policy alike) runs
    each row's latent trajectory at its own depth, so gradients reach the latent steps.
 
+Rewards: the `lasar_trl.rewards` SID rewards, given by name (`"ranking"`), as the unbound
+module-level objects (`lasar_trl.rewards.ranking`) or as classes, are bound to the trainer's
+SID map and tokenizer; bound rewards and any other TRL reward are used as given.
+
 Dataset: a `prompt` (ending in `<bot>`) and the `target` item per row, plus `anchors`
 (the Stage-2 CoT anchors; the last one is the terminal target) when
-`terminal_align_weight > 0`.
+`terminal_align_weight > 0`; checked when the trainer is built.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+from datasets import Dataset
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import entropy_from_logits, pad, selective_log_softmax
@@ -49,14 +54,16 @@ from ..decoding import sid_beam_search, sid_sample
 from ..losses import ema, reinforce_depth_loss, symmetric_kl
 from ..modeling.forward import LatentOutput, add_latent_forward
 from ..modeling.lasar import constant_depth
+from ..rewards import SidReward, unbound_reward
 from ..sid.tokenizer import BOT_TOKEN
 from ..sid.trie import SidTrie
 from .lasar_common import LatentTrainerMixin
 from .lasar_grpo_config import LasarGRPOConfig
-from .lasar_sft_trainer import ANCHORS_COLUMN, check_anchor_column
+from .lasar_sft_trainer import ANCHORS_COLUMN, check_anchor_column, named_eval_datasets
 from .sft import RecommenderCheckpointMixin
 
 BASELINE_FILE = "depth_baseline.json"
+TARGET_COLUMN = "target"
 logger = logging.getLogger(__name__)
 
 
@@ -85,9 +92,9 @@ def prompt_groups(prompt_ids: list[list[int]], group_size: int) -> tuple[list[li
 
 
 class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrainer):
-    """Stage-3 trainer: a drop-in for `GRPOTrainer` (pass `LasarGRPOConfig`, SID reward
-    functions such as `lasar_trl.rewards.RankingReward`, and a Stage-2 checkpoint; a
-    Stage-1 model works with `rollout_depth=fixed`)."""
+    """Stage-3 trainer: a drop-in for `GRPOTrainer` (pass `LasarGRPOConfig`, SID rewards such
+    as `"ranking"` or `lasar_trl.rewards.ranking`, and a Stage-2 checkpoint; a Stage-1 model
+    works with `rollout_depth=fixed`)."""
 
     args: LasarGRPOConfig
 
@@ -97,7 +104,15 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         for name in ("tools", "rollout_func", "environment_factory"):
             if kwargs.get(name) is not None:
                 raise ValueError(f"{name}: LASAR rollouts are one SID per prompt, decoded by the trainer")
+        if reward_funcs is not None:
+            reward_funcs = [
+                unbound_reward(r) for r in (reward_funcs if isinstance(reward_funcs, list) else [reward_funcs])
+            ]
         super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+        self.reward_funcs = [
+            r.bind(self.sid_map, self.processing_class) if isinstance(r, SidReward) and not r.is_bound else r
+            for r in self.reward_funcs
+        ]
         base = self.hf_model
         lasar = self._starting_lasar()
         if lasar is None and args.rollout_depth != "fixed":
@@ -115,8 +130,8 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
                 lasar.latent_projection.requires_grad_(True)
         if self.ref_model is not None:
             self._prepare_reference(base)
-        if args.terminal_align_weight > 0 and self._uses_latents:
-            check_anchor_column(self.train_dataset, base.config.hidden_size, "train")
+        for name, dataset in [("train", self.train_dataset), *named_eval_datasets(self.eval_dataset)]:
+            self._check_dataset(dataset, name, base.config.hidden_size)
         group_size = max(self.num_generations, self.num_generations_eval)
         if args.rollout_decoding == "beam_group" and len(self.sid_map) < group_size:  # else some beams are empty
             raise ValueError(
@@ -139,6 +154,32 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         self._row_depths: torch.Tensor | None = None  # depths of the rows the next log-prob call scores
         self._latent_output: LatentOutput | None = None  # of the last log-prob call, for the extra losses
         self._gathered_rewards: torch.Tensor | None = None
+
+    def _check_dataset(self, dataset, name: str, hidden_size: int) -> None:
+        """Refuse at construction what would fail at the first step: a prompt that is not text
+        ending in <bot>, no `target` for the SID rewards, no anchors for the terminal
+        alignment. A streamed dataset cannot be read ahead, so it is not checked here."""
+        if not isinstance(dataset, Dataset):
+            return
+        if "prompt" not in dataset.column_names:
+            raise ValueError(f"the {name} dataset has no 'prompt' column. Columns: {dataset.column_names}")
+        for row, prompt in enumerate(dataset["prompt"]):
+            if not (isinstance(prompt, str) and prompt.endswith(BOT_TOKEN)):
+                raise ValueError(
+                    f"{name} dataset row {row}: the 'prompt' column must be text ending in {BOT_TOKEN} (the latent "
+                    f"steps start there), got {str(prompt)[-60:]!r}"
+                )
+        sid_rewards = [r.name for r in self.reward_funcs if isinstance(r, SidReward)]
+        if sid_rewards and TARGET_COLUMN not in dataset.column_names:
+            raise ValueError(
+                f"the {name} dataset has no {TARGET_COLUMN!r} column (the item each prompt recommends), which the "
+                f"rewards {sid_rewards} score against; name other reward_funcs to train without it. Columns: "
+                f"{dataset.column_names}"
+            )
+        if self.args.terminal_align_weight > 0 and self._uses_latents:
+            check_anchor_column(
+                dataset, hidden_size, name, "the terminal alignment (terminal_align_weight 0 trains without it)"
+            )
 
     @property
     def head_learns(self) -> bool:

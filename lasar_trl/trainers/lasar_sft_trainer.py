@@ -64,14 +64,13 @@ class LatentSFTCollator:
         return batch
 
 
-def check_anchor_column(dataset, hidden_size: int, name: str) -> None:
+def check_anchor_column(dataset, hidden_size: int, name: str, needed_for: str) -> None:
     """Every row needs >= 1 anchor of width `hidden_size`: checked over the whole column
     (Arrow, no Python loop over rows) so a bad file fails before training starts."""
     if ANCHORS_COLUMN not in dataset.column_names:
         raise ValueError(
             f"the {name} dataset has no {ANCHORS_COLUMN!r} column (CoT anchors from the Stage-1 model, see "
-            "lasar_trl.cot.anchors); it is needed for alignment and for depth_mode=cot. Columns: "
-            f"{dataset.column_names}"
+            f"lasar_trl.cot.anchors); it is needed for {needed_for}. Columns: {dataset.column_names}"
         )
     column = dataset.data.column(ANCHORS_COLUMN).combine_chunks()
     segments = pc.list_value_length(column).to_numpy(zero_copy_only=False)
@@ -124,9 +123,8 @@ class LasarSFTTrainer(LatentTrainerMixin, SidSFTTrainer):
             if args.fixed_depth == 0 and lasar.latent_projection is not None:
                 lasar.latent_projection.requires_grad_(False)
         if args.needs_anchors:
-            check_anchor_column(self.train_dataset, hidden_size, "train")
-            for name, dataset in _named(self.eval_dataset):
-                check_anchor_column(dataset, hidden_size, name)
+            for name, dataset in [("train", self.train_dataset), *named_eval_datasets(self.eval_dataset)]:
+                check_anchor_column(dataset, hidden_size, name, "alignment and for depth_mode=cot")
 
     @property
     def head_learns(self) -> bool:
@@ -184,7 +182,7 @@ class LasarSFTTrainer(LatentTrainerMixin, SidSFTTrainer):
         return alignment_loss(latent, targets, output.step_mask, self.args.align_kind, self.args.align_temperature)
 
 
-def _named(eval_dataset) -> list[tuple[str, object]]:
+def named_eval_datasets(eval_dataset) -> list[tuple[str, object]]:
     if eval_dataset is None:
         return []
     if isinstance(eval_dataset, dict):
