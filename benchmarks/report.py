@@ -236,6 +236,12 @@ def main() -> None:
     with atomic_path(Path(args.readme)) as temp:
         temp.write_text(readme, encoding="utf-8")
     quality, latency = json.load(open(args.quality_json)), json.load(open(args.latency_json))
+    if not os.path.isdir(latency["run_dir"]):
+        raise SystemExit(
+            f"wrote only the main-job table of {args.readme}: {latency['run_dir']} ({args.latency_json}'s run_dir) is "
+            f"missing, and {args.output}'s training curves come from its trainer_state.json files; rerun "
+            "benchmarks/latency.py (or restore that folder) to regenerate the report"
+        )
     output = Path(args.output)
     plots = output.parent / "results"
     plots.mkdir(parents=True, exist_ok=True)
