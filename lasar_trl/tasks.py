@@ -58,7 +58,9 @@ def title_history_prompt(history: Sequence[str], catalog: dict[str, dict[str, st
 
 
 def check_items_known(data: RecData, sid_map: SidMap) -> None:
-    """Every item of every split must have a SID: fail early, naming one offender."""
+    """The map was built from this dataset (`SidMap.check_built_from`), and every item of every split
+    has a SID: fail early, naming one offender."""
+    sid_map.check_built_from(data.name, data.catalog)
     known = set(sid_map.item_ids)
     for split, windows in data.splits.items():
         for index, window in enumerate(windows):

@@ -7,7 +7,7 @@ import logging
 from ..data.schema import RecData
 from .embed import embed_texts, interaction_embeddings, item_text
 from .rqkmeans import auto_codebook_size, residual_kmeans
-from .sid_map import SidMap, sorted_item_ids
+from .sid_map import SidMap, dataset_record, sorted_item_ids
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def build_sid_map(
     codebook from the catalog (`auto_codebook_size`). `kmeans`: "standard" (Lloyd) or
     "balanced" (clusters capped at ceil(n / codebook_size) items, so no level collapses
     into a few codes). `stats` records the source as `embedding_source` ("shipped", "text"
-    or "interactions").
+    or "interactions"), and the dataset (`dataset_record`).
     """
     if kmeans not in KMEANS_CHOICES:
         raise ValueError(f"kmeans must be one of {KMEANS_CHOICES}, got {kmeans!r}")
@@ -55,7 +55,7 @@ def build_sid_map(
         if missing:
             raise ValueError(f"{data.name}: the shipped SID map lacks {len(missing)} catalog items, e.g. {missing[:3]}")
         sid_map = SidMap.from_shipped(data.shipped_sids, disambiguation_size=codebook_size)
-        sid_map.stats = {"embedding_source": "shipped", **sid_map.stats}
+        sid_map.stats = {"embedding_source": "shipped", **dataset_record(data.name, data.catalog), **sid_map.stats}
         logger.info("%s: using the shipped SID map: %s", data.name, sid_map.stats)
         return sid_map
     if use_shipped:
@@ -82,6 +82,13 @@ def build_sid_map(
 
     codes = residual_kmeans(embeddings, levels, codebook_size, seed=seed, balanced=kmeans == "balanced")
     sid_map = SidMap.from_codes(item_ids, codes, disambiguation_size=codebook_size, codebook_size=codebook_size)
-    sid_map.stats = {**source, "codebook_size": codebook_size, "kmeans": kmeans, "seed": seed, **sid_map.stats}
+    sid_map.stats = {
+        **source,
+        "codebook_size": codebook_size,
+        "kmeans": kmeans,
+        "seed": seed,
+        **dataset_record(data.name, item_ids),
+        **sid_map.stats,
+    }
     logger.info("%s: built SID map: %s", data.name, sid_map.stats)
     return sid_map

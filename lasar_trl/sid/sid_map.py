@@ -7,6 +7,7 @@ disambiguates items whose quantised codes collide.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -28,6 +29,21 @@ SID_RE = re.compile(r"(?:<[a-z]+_\d+>)+")
 LEVEL_LETTERS = string.ascii_lowercase
 MAP_FILE = "sid_map.json"
 STATS_FILE = "sid_stats.json"
+
+
+class SidMapMismatchError(ValueError):
+    """A SID map meets a checkpoint or a dataset it was not made for."""
+
+
+def catalog_fingerprint(item_ids: Iterable[str]) -> str:
+    """A short hash of a catalog's item ids, in any order: what a map records of the data it was built from."""
+    return hashlib.sha256("\n".join(sorted_item_ids(item_ids)).encode()).hexdigest()[:16]
+
+
+def dataset_record(dataset: str, item_ids: Iterable[str]) -> dict:
+    """The `stats` entries naming the dataset a map was built from (checked by `SidMap.check_built_from`)."""
+    ids = list(item_ids)
+    return {"dataset": dataset, "catalog_items": len(ids), "catalog_fingerprint": catalog_fingerprint(ids)}
 
 
 def sorted_item_ids(item_ids: Iterable[str]) -> list[str]:
@@ -153,10 +169,12 @@ class SidMap:
     largest_code_share_per_level (see `level_usage`); shared_sids and items_in_shared_sids
     (collisions before disambiguation: items_in_shared_sids counts the items whose quantised
     codes equal another item's), max_items_per_sid (largest collision group, 1 when none);
-    builders add embedding_source and its settings.
+    builders add embedding_source and its settings, and the dataset it was built from
+    (`dataset_record`). `source` is the file it was read from, for messages.
     """
 
     def __init__(self, tokens: Mapping[str, Sequence[str]], stats: dict | None = None, *, where: str = "SidMap"):
+        self.source = where
         self._tokens = {str(item): tuple(sid) for item, sid in tokens.items()}
         _check_tokens(self._tokens, where)
         self._by_sid = {"".join(sid): item for item, sid in self._tokens.items()}
@@ -268,6 +286,32 @@ class SidMap:
     def all_tokens(self) -> list[str]:
         """Distinct SID tokens by level letter, then code (`<a_2>` before `<a_10>`): new tokenizer rows."""
         return sorted({token for sid in self._tokens.values() for token in sid}, key=_token_key)
+
+    def check_built_from(self, dataset: str, catalog_ids: Iterable[str]) -> None:
+        """Refuse a map recorded as built from another catalog: another dataset's item ids can
+        overlap this one's (ml-100k's all exist in larger maps) and would train without a word.
+        A map without the record (built before it was kept) is only warned about, when its items
+        differ from the catalog's."""
+        ids = set(catalog_ids)
+        recorded = self.stats.get("catalog_fingerprint")
+        if recorded is None:
+            if ids != set(self._tokens):
+                logger.warning(
+                    "%s records no dataset it was built from, and its %d items differ from the %d of %s's catalog: "
+                    "check it was built for this dataset (recipes/build_sids.py records it)",
+                    self.source,
+                    len(self),
+                    len(ids),
+                    dataset,
+                )
+            return
+        if recorded != catalog_fingerprint(ids):
+            raise SidMapMismatchError(
+                f"{self.source} was built from dataset {self.stats.get('dataset')!r} "
+                f"({self.stats.get('catalog_items')} catalog items), not from the --dataset given, {dataset!r} "
+                f"({len(ids)} items): its SIDs name other items. Build a map for this dataset "
+                "(recipes/build_sids.py --dataset ...), or pass the dataset the map was built for."
+            )
 
     def save(self, path: str | os.PathLike) -> None:
         """Write `path/sid_map.json` (flat object item id -> SID string) and `path/sid_stats.json`."""

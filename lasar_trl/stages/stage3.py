@@ -13,6 +13,7 @@ from ..data import load_dataset_spec
 from ..modeling.checkpoint import load_recommender
 from ..modeling.loading import resolve_model_path
 from ..rewards import DEFAULT_REWARDS
+from ..tasks import check_items_known
 from ..trainers.lasar_grpo_config import LasarGRPOConfig
 from ..trainers.lasar_grpo_trainer import LasarGRPOTrainer
 from .common import setup_run, train_save_and_evaluate
@@ -35,6 +36,7 @@ def run(
     model_path = resolve_model_path(model_args.model_name_or_path)
     model, tokenizer, sid_map = load_recommender(model_path, dtype=model_args.dtype, device=training_args.device)
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
+    check_items_known(data, sid_map)
     trainer = LasarGRPOTrainer(
         model=model,
         reward_funcs=list(reward_funcs),
