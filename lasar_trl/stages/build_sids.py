@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 
+from ..configs import check_choices
 from ..data import load_dataset_spec
-from ..sid.build import KMEANS_CHOICES, build_sid_map
+from ..sid.build import KMEANS_CHOICES, build_sid_map, resolve_codebook_size
+from ..sid.sid_map import LEVEL_LETTERS, MAP_FILE
+
+# What marks a folder as holding a SID map or a model that a new map would overwrite or orphan
+CHECKPOINT_FILES = (MAP_FILE, "config.json", "model.safetensors", "adapter_config.json", "lasar_config.json")
 
 
 @dataclass
@@ -40,6 +46,24 @@ class BuildSidsArguments:
         default=None,
         metadata={"help": "Text encoder, a local folder or hub id; default: the packaged all-MiniLM-L6-v2."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Write into an output_dir that already holds a SID map or a model (replacing its map)."},
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if not 1 <= self.levels < len(LEVEL_LETTERS):
+            raise ValueError(f"--levels must be from 1 to {len(LEVEL_LETTERS) - 1}, got {self.levels}")
+        if self.codebook_size != "auto":
+            resolve_codebook_size(self.codebook_size, num_items=1, levels=self.levels)
+        found = [name for name in CHECKPOINT_FILES if os.path.isfile(os.path.join(self.output_dir, name))]
+        if found and not self.overwrite:
+            raise FileExistsError(
+                f"--output_dir {self.output_dir} already holds {', '.join(found)}: a new SID map would replace its "
+                f"{MAP_FILE} (and a checkpoint there would no longer load); choose an empty folder, or pass "
+                "--overwrite"
+            )
 
 
 def run(args: BuildSidsArguments) -> None:
