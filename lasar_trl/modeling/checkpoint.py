@@ -8,15 +8,11 @@ from contextlib import contextmanager
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ..sid.sid_map import SidMap
+from ..sid.sid_map import SidMap, SidMapMismatchError
 from .lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
-from .loading import resolve_model_path
+from .loading import EMBEDDED_PREFIX
 
 SID_MAP_FILE = "sid_map.json"
-
-
-class SidMapMismatchError(ValueError):
-    """A checkpoint was trained with a different SID map than the one supplied."""
 
 
 def check_same_sid_map(expected: SidMap, found: SidMap, where: str) -> None:
@@ -35,11 +31,25 @@ def check_same_sid_map(expected: SidMap, found: SidMap, where: str) -> None:
     raise SidMapMismatchError(f"{where} was trained with a different SID map than the one supplied.")
 
 
+def require_recommender_folder(path: str, flag: str = "") -> None:
+    """Refuse, before anything loads, what is not a recommender checkpoint folder (`flag`, e.g.
+    "--checkpoint", starts the message). The embedded base model has no SIDs: it is what Stage 1
+    starts from, so it is named as such instead of being converted and then refused."""
+    label = f"{flag} {path}" if flag else path
+    if path.startswith(EMBEDDED_PREFIX):
+        raise ValueError(
+            f"{label} is a base model without SIDs, not a recommender checkpoint: train Stage 1 from it "
+            f"(recipes/sft_stage1.py --model_name_or_path {path}) and pass that run's output_dir"
+        )
+    if not os.path.isfile(os.path.join(path, SID_MAP_FILE)):
+        raise FileNotFoundError(
+            f"{label} has no {SID_MAP_FILE}: it is not a lasar-trl recommender checkpoint (the output_dir of a recipe)"
+        )
+
+
 def load_checkpoint_sid_map(path: str) -> SidMap:
-    file = os.path.join(path, SID_MAP_FILE)
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f"{path} has no {SID_MAP_FILE}: it is not a lasar-trl recommender checkpoint")
-    return SidMap.load(file)
+    require_recommender_folder(path)
+    return SidMap.load(os.path.join(path, SID_MAP_FILE))
 
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -88,7 +98,6 @@ def load_recommender(
 
     A LASAR checkpoint's Policy Head and latent projection are attached to the model. The
     weights are whole on this process, even during a ZeRO-3 run (see `_zero3_init_disabled`)."""
-    path = resolve_model_path(path)
     checkpoint_map = load_checkpoint_sid_map(path)
     if sid_map is not None:
         check_same_sid_map(sid_map, checkpoint_map, path)

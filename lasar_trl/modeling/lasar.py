@@ -9,18 +9,21 @@ files, never inside `model.safetensors`: `lasar_head.safetensors` holds their we
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..atomic import atomic_path, write_json_atomic
+from ..atomic import atomic_path, read_json_object, write_json_atomic
 from .policy_head import PolicyHead
+
+logger = logging.getLogger(__name__)
 
 LASAR_ATTRIBUTE = "lasar"
 LASAR_CONFIG_FILE = "lasar_config.json"
@@ -152,8 +155,39 @@ def has_lasar(directory: str) -> bool:
 
 
 def read_lasar_config(directory: str) -> LasarConfig:
-    with open(os.path.join(directory, LASAR_CONFIG_FILE)) as f:
-        return LasarConfig(**json.load(f))
+    """The checkpoint's `lasar_config.json`; every error names the file."""
+    file = os.path.join(directory, LASAR_CONFIG_FILE)
+    try:
+        return LasarConfig(**read_json_object(file))
+    except TypeError as error:  # a key LasarConfig does not have, or one it needs missing
+        raise ValueError(f"{file}: not a LASAR config ({error})") from None
+
+
+def check_forced_depth(directory: str, depth: int | None) -> None:
+    """A depth forced on the checkpoint in `directory` must be one it can run: refused above its
+    n_max (the Policy Head and the latent loop never went past it), warned about when the
+    checkpoint was never trained with latent steps (its forced steps are untrained)."""
+    if depth is None:
+        return
+    if depth < 0:
+        raise ValueError(f"--depth must be >= 0 (0 = no latent steps), got {depth}")
+    if not has_lasar(directory):
+        if depth > 0:
+            logger.warning(
+                "--depth %d: %s has no %s, so it was never trained with latent steps; "
+                "the %d forced steps are untrained",
+                depth,
+                directory,
+                LASAR_CONFIG_FILE,
+                depth,
+            )
+        return
+    n_max = read_lasar_config(directory).n_max
+    if depth > n_max:
+        raise ValueError(
+            f"--depth {depth} is above n_max={n_max} of {os.path.join(directory, LASAR_CONFIG_FILE)}: the checkpoint "
+            f"never ran more latent steps; pass a depth from 0 to {n_max}"
+        )
 
 
 def load_lasar(model: PreTrainedModel, directory: str) -> LasarModules:
@@ -168,6 +202,11 @@ def load_lasar(model: PreTrainedModel, directory: str) -> LasarModules:
     modules = get_lasar(model)
     if modules is None or modules.config != config:
         modules = attach_lasar(model, config)
-    state = load_file(os.path.join(directory, LASAR_HEAD_FILE), device=str(next(modules.parameters()).device))
-    modules.load_state_dict(state)
+    file = os.path.join(directory, LASAR_HEAD_FILE)
+    try:
+        modules.load_state_dict(load_file(file, device=str(next(modules.parameters()).device)))
+    except (SafetensorError, OSError, RuntimeError) as error:  # truncated, missing, or for other LASAR parts
+        raise ValueError(
+            f"{file}: cannot load the LASAR weights ({error}); copy the file again from the run that saved it"
+        ) from None
     return modules

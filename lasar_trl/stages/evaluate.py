@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..configs import RecScriptArguments
+from ..configs import RecScriptArguments, check_choices, check_positive
 from ..data import SPLITS, load_dataset_spec
 from ..evaluation.evaluate import evaluate_and_report
-from ..modeling.checkpoint import load_recommender
+from ..modeling.checkpoint import load_recommender, require_recommender_folder
+from ..modeling.lasar import check_forced_depth
 from ..sid.sid_map import SidMap
 from ..tasks import check_items_known
 
@@ -31,6 +32,12 @@ class EvaluateArguments:
         metadata={"help": "Force this many latent steps (0 = none) instead of the checkpoint's own choice."},
     )
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "Torch device."})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_positive(self, "max_samples", "num_beams", "batch_size", "max_history")
+        require_recommender_folder(self.checkpoint, "--checkpoint")
+        check_forced_depth(self.checkpoint, self.depth)
 
 
 def run(args: EvaluateArguments) -> None:

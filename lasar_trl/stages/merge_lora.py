@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..modeling.checkpoint import load_recommender, save_recommender
+from ..configs import check_choices
+from ..modeling.checkpoint import load_recommender, require_recommender_folder, save_recommender
 
 
 @dataclass
@@ -18,6 +19,10 @@ class MergeLoraArguments:
             "choices": ["auto", "bfloat16", "float16", "float32"],
         },
     )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        require_recommender_folder(self.adapter, "--adapter")
 
 
 def run(args: MergeLoraArguments) -> None:

@@ -19,6 +19,7 @@ from ..atomic import atomic_entries, move_into_place
 from ..modeling.checkpoint import SID_MAP_FILE
 from ..modeling.forward import add_latent_forward
 from ..modeling.lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
+from ..modeling.loading import resolve_model_path
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN
 
@@ -36,6 +37,11 @@ class RecommenderCheckpointMixin:
     """
 
     def __init__(self, *args, sid_map: SidMap | None = None, **kwargs):
+        # A model given by name may be the embedded default, which TRL would hand to the hub client
+        if args and isinstance(args[0], str):
+            args = (resolve_model_path(args[0]), *args[1:])
+        elif isinstance(kwargs.get("model"), str):
+            kwargs["model"] = resolve_model_path(kwargs["model"])
         if kwargs.get("peft_config") is not None:
             model = args[0] if args else kwargs["model"]
             kwargs["peft_config"] = self._with_trainable_sid_rows(
