@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, field, fields
+
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+from trl import TrlParser
 
 from .data.schema import SPLITS
 from .modeling.loading import EMBEDDED_MODEL
@@ -65,15 +70,16 @@ class RecScriptArguments:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        check_positive(
+            self, "max_history", "max_train_samples", "eval_max_samples", "eval_num_beams", "eval_batch_size"
+        )
+        if self.sid_map and not os.path.exists(self.sid_map):
+            raise FileNotFoundError(f"--sid_map {self.sid_map} does not exist: build one with recipes/build_sids.py")
         if self.stage1_layout == "sequences" and self.prompt_template != "compact":
             raise ValueError(
                 "stage1_layout=sequences needs prompt_template=compact: only compact prompts are "
                 "prefixes of a user's sequence"
             )
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
 
 
 COT_SOURCES = ("metadata", "file", "hf", "openai")
@@ -120,6 +126,8 @@ class CotArguments:
         check_choices(self)
         if self.cot_source == "file" and not self.cot_file:
             raise ValueError("cot_source=file needs --cot_file")
+        if self.cot_source == "file" and not os.path.isfile(self.cot_file):
+            raise FileNotFoundError(f"--cot_file {self.cot_file} does not exist (JSON lines of prompt and cot)")
         if self.cot_source in ("hf", "openai") and not self.teacher_model:
             raise ValueError(f"cot_source={self.cot_source} needs --teacher_model")
         if self.cot_source == "openai" and not self.teacher_base_url:
@@ -137,6 +145,46 @@ def check_choices(config) -> None:
             raise ValueError(f"{config_field.name} must be one of {choices}, got {value!r}")
 
 
+def check_positive(config, *names: str) -> None:
+    """Each named count is unset (None) or >= 1: a 0 or a negative fails later with an unrelated error
+    (a reshape for 0 beams, an "empty split" for 0 samples)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+
+
 def default_model(name_or_path: str | None) -> str:
     """The model to start from: the given one, else the offline embedded SmolLM2-135M."""
     return name_or_path or EMBEDDED_MODEL
+
+
+def bf16_supported(use_cpu: bool) -> bool:
+    """transformers' own test in `TrainingArguments.__post_init__` (which raises where it fails)."""
+    return bool(use_cpu) or is_torch_bf16_gpu_available() or is_torch_xla_available()
+
+
+class RecipeParser(TrlParser):
+    """`TrlParser` for the training recipes. Between the command line (and yaml) and the configs:
+    TRL turns `bf16` on by default, and on a machine without bf16 (CPU only) transformers then refuses
+    the config, so bf16 is turned off there with a warning; a learning rate <= 0, which would fail
+    inside the optimiser once the model has loaded, is refused."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, remaining = super().parse_known_args(args, namespace)
+        options = vars(namespace)
+        if options.get("learning_rate") is not None and float(options["learning_rate"]) <= 0:
+            raise ValueError(f"--learning_rate must be > 0, got {options['learning_rate']}")
+        if "bf16" in options and not bf16_supported(options.get("use_cpu")):
+            wanted = [name for name in ("bf16", "bf16_full_eval") if options.get(name)]
+            if options["bf16"] is None and not options.get("fp16"):  # TRL's default: on unless fp16
+                wanted.insert(0, "bf16")
+            if wanted:
+                warnings.warn(
+                    f"this machine has no bf16 support (no bf16 GPU): {' and '.join(wanted)} turned off, training in "
+                    "float32 (pass --use_cpu true to train in bf16 on the CPU)",
+                    stacklevel=2,
+                )
+                for name in wanted:
+                    setattr(namespace, name, False)
+        return namespace, remaining

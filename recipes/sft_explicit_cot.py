@@ -9,11 +9,11 @@ constrained beam search over SIDs as every other variant: what LASAR's latent st
 replace, and what its latency is compared with (benchmarks/latency.py).
 """
 
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig
 
-from lasar_trl.configs import CotArguments, RecScriptArguments
+from lasar_trl.configs import CotArguments, RecipeParser, RecScriptArguments
 from lasar_trl.stages import explicit_cot
 
 if __name__ == "__main__":
-    parser = TrlParser((RecScriptArguments, CotArguments, SFTConfig, ModelConfig))
+    parser = RecipeParser((RecScriptArguments, CotArguments, SFTConfig, ModelConfig))
     explicit_cot.run(*parser.parse_args_and_config())

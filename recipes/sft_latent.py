@@ -11,12 +11,12 @@ where Stage 3 takes its prompts and terminal anchors from), then evaluates at th
 Head's depths.
 """
 
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
-from lasar_trl.configs import CotArguments, RecScriptArguments
+from lasar_trl.configs import CotArguments, RecipeParser, RecScriptArguments
 from lasar_trl.stages import stage2
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 
 if __name__ == "__main__":
-    parser = TrlParser((RecScriptArguments, CotArguments, LasarSFTConfig, ModelConfig))
+    parser = RecipeParser((RecScriptArguments, CotArguments, LasarSFTConfig, ModelConfig))
     stage2.run(*parser.parse_args_and_config())

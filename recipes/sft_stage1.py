@@ -11,11 +11,11 @@ scratch, with a tokenizer trained on this dataset's text. Saves model, tokenizer
 sid_map.json.
 """
 
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig
 
-from lasar_trl.configs import RecScriptArguments
+from lasar_trl.configs import RecipeParser, RecScriptArguments
 from lasar_trl.stages import stage1
 
 if __name__ == "__main__":
-    parser = TrlParser((RecScriptArguments, SFTConfig, ModelConfig))
+    parser = RecipeParser((RecScriptArguments, SFTConfig, ModelConfig))
     stage1.run(*parser.parse_args_and_config())

@@ -26,10 +26,10 @@ import transformers
 import trl
 from accelerate import PartialState
 from transformers import TrainingArguments
-from trl import GRPOConfig, ModelConfig, SFTConfig, TrlParser
+from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from ..atomic import write_json_atomic
-from ..configs import CotArguments, RecScriptArguments
+from ..configs import CotArguments, RecipeParser, RecScriptArguments
 from ..data import load_dataset_spec
 from ..data.schema import RecData
 from ..evaluation.evaluate import depth_histogram, evaluate_recommender, format_table, most_popular_baseline
@@ -128,7 +128,7 @@ def parse_args(
     `args` name none)."""
     if "--config" not in args:
         args = ["--config", default_config, *args]
-    return TrlParser(ARGUMENTS).parse_args_and_config(args)
+    return RecipeParser(ARGUMENTS).parse_args_and_config(args)
 
 
 def rebuilt(args: Args, **changes) -> Args:
@@ -143,7 +143,7 @@ def rebuilt(args: Args, **changes) -> Args:
 
 def read_stage_yaml(types: tuple[type, ...], path: str) -> tuple:
     """A stage's yaml, read into its typed configs exactly as its own recipe's `--config` reads it."""
-    return TrlParser(types).parse_args_and_config(["--config", path])
+    return RecipeParser(types).parse_args_and_config(["--config", path])
 
 
 def for_stage(
