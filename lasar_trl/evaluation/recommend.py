@@ -7,6 +7,7 @@ checkpoint's `generation_config.json` is never read.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN, EOT_TOKEN
 from ..sid.trie import SidTrie
 from ..tasks import history_prompt, prompt_template_of
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,6 +100,28 @@ def prompt_batches(
         yield start, encode_prompts(tokenizer, prompts, model.device)
 
 
+def check_depth(model: PreTrainedModel, depth: int | None) -> None:
+    """Refuse a forced depth the checkpoint cannot run as trained: negative, or above its
+    Policy Head's `n_max` (the loop would run steps no training ever saw); warn when latent
+    steps are forced on a checkpoint without a Policy Head, which never learned to use them."""
+    if depth is None:
+        return
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    lasar = get_lasar(model)
+    if lasar is not None and depth > lasar.config.n_max:
+        raise ValueError(
+            f"depth {depth} is above this checkpoint's n_max ({lasar.config.n_max}, lasar_config.json): "
+            f"it never ran more latent steps; pass a depth from 0 to {lasar.config.n_max}"
+        )
+    if lasar is None and depth > 0:
+        logger.warning(
+            "depth %d forced on a checkpoint never trained with latent steps (no lasar_config.json): "
+            "its recommendations after latent steps are untrained",
+            depth,
+        )
+
+
 @torch.inference_mode()
 def policy_depths(
     model: PreTrainedModel,
@@ -141,7 +166,8 @@ def recommend(
     An explicit-CoT checkpoint (a tokenizer with `<eot>`, no Policy Head) first writes
     its rationale greedily (at most `max_rationale_tokens`), then searches the same way.
     `exclude_items` bans, per request, items from that request's trie (e.g. the
-    user's history, as full-ranking evaluators such as RecBole do).
+    user's history, as full-ranking evaluators such as RecBole do). A forced `depth` is
+    checked by `check_depth`.
     """
     if num_beams < top_k:
         raise ValueError(f"num_beams ({num_beams}) must be >= top_k ({top_k})")
@@ -156,6 +182,7 @@ def recommend(
     eot_id = tokenizer.convert_tokens_to_ids(EOT_TOKEN) if EOT_TOKEN in tokenizer.get_vocab() else None
     if eot_id is not None and (lasar is not None or depth):
         raise ValueError("an explicit-CoT checkpoint reasons in text: it has no latent steps to run")
+    check_depth(model, depth)
     was_training = model.training
     model.eval()
     items, scores, generated_sids, depths, rationale_tokens = [], [], [], [], []
