@@ -106,7 +106,7 @@ def test_depth_above_n_max_is_refused_and_warned_on_a_checkpoint_without_latent_
     attach_lasar(model, LasarConfig(hidden_size=model.config.hidden_size, n_max=3, min_depth=1))
     lasar = Recommender(model, tokenizer, sid_map)
     assert lasar.recommend([["1"]], top_k=3, depth=3)[0].depth == 3
-    with pytest.raises(ValueError, match=r"depth 4 is above this checkpoint's n_max \(3"):
+    with pytest.raises(ValueError, match=r"depth 4 is above n_max=3 of this checkpoint"):
         lasar.recommend([["1"]], depth=4)
     with pytest.raises(ValueError, match="depth must be >= 0"):
         lasar.recommend([["1"]], depth=-1)

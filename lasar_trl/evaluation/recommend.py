@@ -17,7 +17,7 @@ from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTra
 
 from ..decoding import sid_beam_search
 from ..modeling.backbone import decoder_forward
-from ..modeling.lasar import constant_depth, get_lasar
+from ..modeling.lasar import check_forced_depth, constant_depth, get_lasar
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN, EOT_TOKEN
 from ..sid.trie import SidTrie
@@ -101,25 +101,9 @@ def prompt_batches(
 
 
 def check_depth(model: PreTrainedModel, depth: int | None) -> None:
-    """Refuse a forced depth the checkpoint cannot run as trained: negative, or above its
-    Policy Head's `n_max` (the loop would run steps no training ever saw); warn when latent
-    steps are forced on a checkpoint without a Policy Head, which never learned to use them."""
-    if depth is None:
-        return
-    if depth < 0:
-        raise ValueError(f"depth must be >= 0, got {depth}")
+    """`check_forced_depth` for a loaded model: its Policy Head's `n_max`, or none without one."""
     lasar = get_lasar(model)
-    if lasar is not None and depth > lasar.config.n_max:
-        raise ValueError(
-            f"depth {depth} is above this checkpoint's n_max ({lasar.config.n_max}, lasar_config.json): "
-            f"it never ran more latent steps; pass a depth from 0 to {lasar.config.n_max}"
-        )
-    if lasar is None and depth > 0:
-        logger.warning(
-            "depth %d forced on a checkpoint never trained with latent steps (no lasar_config.json): "
-            "its recommendations after latent steps are untrained",
-            depth,
-        )
+    check_forced_depth(depth, lasar.config.n_max if lasar is not None else None, "this checkpoint")
 
 
 @torch.inference_mode()

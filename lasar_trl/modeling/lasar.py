@@ -163,30 +163,30 @@ def read_lasar_config(directory: str) -> LasarConfig:
         raise ValueError(f"{file}: not a LASAR config ({error})") from None
 
 
-def check_forced_depth(directory: str, depth: int | None) -> None:
-    """A depth forced on the checkpoint in `directory` must be one it can run: refused above its
-    n_max (the Policy Head and the latent loop never went past it), warned about when the
-    checkpoint was never trained with latent steps (its forced steps are untrained)."""
+def check_forced_depth(depth: int | None, n_max: int | None, source: str, flag: str = "depth") -> None:
+    """A depth forced on a checkpoint must be one it can run: refused when negative or above its
+    `n_max` (the Policy Head and the latent loop never went past it), warned about when the
+    checkpoint was never trained with latent steps (`n_max` None: its forced steps are untrained).
+    `source` names where `n_max` came from, `flag` the option the depth came from."""
     if depth is None:
         return
     if depth < 0:
-        raise ValueError(f"--depth must be >= 0 (0 = no latent steps), got {depth}")
-    if not has_lasar(directory):
+        raise ValueError(f"{flag} must be >= 0 (0 = no latent steps), got {depth}")
+    if n_max is None:
         if depth > 0:
             logger.warning(
-                "--depth %d: %s has no %s, so it was never trained with latent steps; "
-                "the %d forced steps are untrained",
+                "%s %d: %s has no %s, so it was never trained with latent steps; the %d forced steps are untrained",
+                flag,
                 depth,
-                directory,
+                source,
                 LASAR_CONFIG_FILE,
                 depth,
             )
         return
-    n_max = read_lasar_config(directory).n_max
     if depth > n_max:
         raise ValueError(
-            f"--depth {depth} is above n_max={n_max} of {os.path.join(directory, LASAR_CONFIG_FILE)}: the checkpoint "
-            f"never ran more latent steps; pass a depth from 0 to {n_max}"
+            f"{flag} {depth} is above n_max={n_max} of {source}: the checkpoint never ran more latent steps; "
+            f"pass a depth from 0 to {n_max}"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -10,7 +11,7 @@ from ..configs import RecScriptArguments, check_choices, check_positive
 from ..data import SPLITS, load_dataset_spec
 from ..evaluation.evaluate import evaluate_and_report
 from ..modeling.checkpoint import load_recommender, require_recommender_folder
-from ..modeling.lasar import check_forced_depth
+from ..modeling.lasar import LASAR_CONFIG_FILE, check_forced_depth, has_lasar, read_lasar_config
 from ..sid.sid_map import SidMap
 from ..tasks import check_items_known
 
@@ -37,7 +38,8 @@ class EvaluateArguments:
         check_choices(self)
         check_positive(self, "max_samples", "num_beams", "batch_size", "max_history")
         require_recommender_folder(self.checkpoint, "--checkpoint")
-        check_forced_depth(self.checkpoint, self.depth)
+        n_max = read_lasar_config(self.checkpoint).n_max if has_lasar(self.checkpoint) else None
+        check_forced_depth(self.depth, n_max, os.path.join(self.checkpoint, LASAR_CONFIG_FILE), "--depth")
 
 
 def run(args: EvaluateArguments) -> None:
