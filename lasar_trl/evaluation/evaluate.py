@@ -121,6 +121,17 @@ def format_table(rows: dict[str, dict], title: str) -> str:
     return "\n".join(lines)
 
 
+def evaluation_requests(data: RecData, script_args: RecScriptArguments) -> tuple[list, list | None]:
+    """The evaluated split's windows (the first `eval_max_samples`) and, with `exclude_history`,
+    each request's seen items: one definition of the requests every variant is scored on."""
+    windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
+    if not windows:
+        raise ValueError(f"{data.name} has no {script_args.eval_split} samples to evaluate")
+    if not script_args.exclude_history:
+        return windows, None
+    return windows, [data.seen_items(script_args.eval_split, window) for window in windows]
+
+
 def evaluate_and_report(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -133,12 +144,7 @@ def evaluate_and_report(
 ) -> dict:
     """Evaluate the model (at `depth` latent steps if given, else its own choice) and the
     most-popular baseline on the same requests; print and save."""
-    windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
-    if not windows:
-        raise ValueError(f"{data.name} has no {script_args.eval_split} samples to evaluate")
-    exclude_items = None
-    if script_args.exclude_history:
-        exclude_items = [data.seen_items(script_args.eval_split, w) for w in windows]
+    windows, exclude_items = evaluation_requests(data, script_args)
     results = {
         label: evaluate_recommender(
             model,

@@ -32,7 +32,13 @@ from ..atomic import write_json_atomic
 from ..configs import CotArguments, RecipeParser, RecScriptArguments
 from ..data import load_dataset_spec
 from ..data.schema import RecData
-from ..evaluation.evaluate import depth_histogram, evaluate_recommender, format_table, most_popular_baseline
+from ..evaluation.evaluate import (
+    depth_histogram,
+    evaluate_recommender,
+    evaluation_requests,
+    format_table,
+    most_popular_baseline,
+)
 from ..evaluation.recommend import policy_depths
 from ..modeling.checkpoint import load_recommender
 from ..modeling.lasar import has_lasar
@@ -349,8 +355,7 @@ def evaluate_variants(
 ) -> tuple[dict, dict | None, str]:
     """Every (checkpoint, forced depth) variant and most-popular on the same requests, and the
     depths Stage 2 chose before RL, given `stage2_dir` (its Policy Head on the same prompts)."""
-    windows = data.splits[script_args.eval_split][: script_args.eval_max_samples]
-    exclude = [data.seen_items(script_args.eval_split, w) for w in windows] if script_args.exclude_history else None
+    windows, exclude = evaluation_requests(data, script_args)
     results = {}
     for label, (path, depth) in variants.items():
         print(f"-- {label}", flush=True)
