@@ -1,6 +1,7 @@
 """benchmarks/report.py's README block: the main job's summary.json as a table, between markers."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,13 @@ def test_replace_between_markers_keeps_everything_outside():
 def test_replace_between_markers_refuses_a_missing_or_broken_pair(text):
     with pytest.raises(ValueError, match="t:start"):
         report.replace_between_markers(text, "t", ["x"])
+
+
+def test_readme_table_is_what_report_writes_from_the_committed_json():
+    """README's headline numbers come only from benchmarks/results/main_job_ml100k.json."""
+    root = Path(__file__).resolve().parents[1]
+    json_path = "benchmarks/results/main_job_ml100k.json"
+    readme = (root / "README.md").read_text()
+    summary = json.loads((root / json_path).read_text())
+    expected = report.replace_between_markers(readme, "main-job-results", report.main_job_section(summary, json_path))
+    assert readme == expected, "README's main-job table differs from the JSON: run python benchmarks/report.py"
