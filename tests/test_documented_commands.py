@@ -27,6 +27,7 @@ RECIPE_STAGE = {
     "evaluate": "evaluate",
     "merge_lora": "merge_lora",
     "recommend": "recommend",
+    "prepare_data": "prepare_data",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, get_peft_config
 
@@ -70,13 +71,10 @@ def run(script_args: RecScriptArguments, training_args: SFTConfig, model_args: M
         train_dataset = stage1_sequence_dataset(data, sid_map, tokenizer, script_args.max_history)
     else:
         train_dataset = stage1_dataset(data, sid_map, seed=training_args.seed, template=script_args.prompt_template)
-    train_dataset = train_dataset.shuffle(seed=training_args.seed)
-    if script_args.max_train_samples:
-        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+    train_dataset = shuffled_subset(train_dataset, script_args.max_train_samples, training_args.seed)
     eval_dataset = None
     if training_args.eval_strategy != "no":
-        eval_dataset = recommendation_dataset(data.splits["validation"], sid_map, script_args.prompt_template)
-        eval_dataset = eval_dataset.select_columns(["prompt", "completion"])
+        eval_dataset = validation_rows(data, sid_map, script_args.prompt_template)
 
     trainer = SidSFTTrainer(
         model=model,
@@ -91,15 +89,27 @@ def run(script_args: RecScriptArguments, training_args: SFTConfig, model_args: M
     train_save_and_evaluate(trainer, sid_map, data, script_args, label="stage1 (N=0)")
 
 
-def prepare_sid_map(script_args: RecScriptArguments, data: RecData, model_path: str, output_dir: str) -> SidMap:
-    """The SID map to train with: `--sid_map`, else the starting checkpoint's, else the one an
-    interrupted run left in `output_dir`, else a new one (saved there before training starts).
+def shuffled_subset(rows: Dataset, max_samples: int | None, seed: int) -> Dataset:
+    """`rows` shuffled with `seed`, then the first `max_samples` of them (all when unset)."""
+    rows = rows.shuffle(seed=seed)
+    return rows.select(range(min(max_samples, len(rows)))) if max_samples else rows
+
+
+def validation_rows(data: RecData, sid_map: SidMap, template: str) -> Dataset:
+    """What Stage 1 evaluates on while it trains: the validation windows as prompt/completion rows."""
+    return recommendation_dataset(data.splits["validation"], sid_map, template).select_columns(["prompt", "completion"])
+
+
+def prepare_sid_map(script_args: RecScriptArguments, data: RecData, model_path: str | None, output_dir: str) -> SidMap:
+    """The SID map to train with: `--sid_map`, else the starting checkpoint's (`model_path`, when
+    given), else the one an interrupted run left in `output_dir`, else a new one (saved there
+    before training starts).
 
     A starting checkpoint that has its own map must agree with `--sid_map`:
     its SID token rows mean those items and no others.
     """
-    checkpoint_file = os.path.join(model_path, SID_MAP_FILE)
-    checkpoint_map = SidMap.load(checkpoint_file) if os.path.isfile(checkpoint_file) else None
+    checkpoint_file = os.path.join(model_path, SID_MAP_FILE) if model_path else None
+    checkpoint_map = SidMap.load(checkpoint_file) if checkpoint_file and os.path.isfile(checkpoint_file) else None
     if script_args.sid_map:
         sid_map = SidMap.load(script_args.sid_map)
         if checkpoint_map is not None:
