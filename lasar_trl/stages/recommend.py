@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import DuplicateKeyError, atomic_path, reject_duplicate_keys
-from ..configs import check_choices
+from ..configs import check_choices, check_positive
 from ..data import DataFormatError, load_dataset_spec
 from ..recommender import DEFAULT_MAX_HISTORY, Recommendation, Recommender
 
@@ -62,9 +62,7 @@ class RecommendArguments:
     def __post_init__(self) -> None:
         """Refuse values that would fail only after the model has loaded."""
         check_choices(self)
-        for name in ("top_k", "batch_size", "max_history"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        check_positive(self, "top_k", "batch_size", "max_history")
         if self.num_beams is not None and self.num_beams < self.top_k:
             raise ValueError(f"--num_beams ({self.num_beams}) must be >= --top_k ({self.top_k})")
 
