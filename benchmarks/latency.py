@@ -24,6 +24,7 @@ Derived per configuration, from the same run:
                                  token: (t0 + R c) / (t0 + N c), N the mean LASAR depth
   fidelity                       measured / predicted, target >= 0.9 (equivalently: LASAR takes at
                                  most 1/0.9 of no reasoning + N decoded tokens)
+  (predicted and fidelity are null when explicit CoT is not measurably slower than no reasoning)
 On a GPU at beam 50, the paper's explicit_cot_over_lasar >= 20 is a target too.
 """
 
@@ -103,15 +104,16 @@ def ratios(variants: dict) -> dict:
     t0 = variants["no reasoning (N=0)"]["ms_per_request"]
     lasar, cot = variants["LASAR"], variants["explicit CoT"]
     token = (cot["ms_per_request"] - t0) / cot["mean_rationale_tokens"]
-    predicted = (t0 + cot["mean_rationale_tokens"] * token) / (t0 + lasar["mean_depth"] * token)
     measured = cot["ms_per_request"] / lasar["ms_per_request"]
+    # A rationale that costs no measurable time (timing noise on a tiny model) predicts nothing.
+    predicted = (t0 + cot["mean_rationale_tokens"] * token) / (t0 + lasar["mean_depth"] * token) if token > 0 else None
     return {
         "lasar_over_no_reasoning": lasar["ms_per_request"] / t0,
         "fixed4_over_no_reasoning": variants["fixed N=4"]["ms_per_request"] / t0,
         "explicit_cot_over_lasar": measured,
         "rationale_token_ms": token,
         "predicted_explicit_cot_over_lasar": predicted,
-        "fidelity": measured / predicted,
+        "fidelity": measured / predicted if predicted else None,
     }
 
 
@@ -150,7 +152,7 @@ def main() -> None:
         line = ", ".join(f"{name} {v['ms_per_request']:.1f}" for name, v in result["variants"].items())
         print(
             f"batch {batch_size:2d} beams {num_beams:2d}: ms/request {line}; ratios "
-            + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()),
+            + ", ".join(f"{k} {v if v is None else round(v, 2)}" for k, v in result["ratios"].items()),
             flush=True,
         )
 
@@ -159,7 +161,7 @@ def main() -> None:
         "lasar_over_no_reasoning": all(
             c["ratios"]["lasar_over_no_reasoning"] <= TARGETS["lasar_over_no_reasoning_max"] for c in configurations
         ),
-        "fidelity": all(c["ratios"]["fidelity"] >= TARGETS["fidelity_min"] for c in configurations),
+        "fidelity": all((c["ratios"]["fidelity"] or 0) >= TARGETS["fidelity_min"] for c in configurations),
     }
     if args.device.startswith("cuda"):
         beam50 = [c["ratios"]["explicit_cot_over_lasar"] for c in configurations if c["num_beams"] == 50]

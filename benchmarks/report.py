@@ -35,6 +35,11 @@ CURVES = [
 ]
 
 
+def ratio_text(value: float | None) -> str:
+    """latency.py records a ratio it could not measure as null."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def machine_line(machine: dict) -> str:
     return f"{machine['device_name']} ({machine['cpu_count']} CPUs, {machine['device']}, torch {machine['torch']})"
 
@@ -150,7 +155,7 @@ def latency_section(latency: dict, out_dir: Path) -> list[str]:
             f"| {config['batch_size']} | {config['num_beams']} | "
             + " | ".join(cells)
             + f" | {r['lasar_over_no_reasoning']:.2f} | {r['explicit_cot_over_lasar']:.2f} | "
-            f"{r['predicted_explicit_cot_over_lasar']:.2f} | {r['fidelity']:.2f} |"
+            f"{ratio_text(r['predicted_explicit_cot_over_lasar'])} | {ratio_text(r['fidelity'])} |"
         )
     figure, axes = plt.subplots(
         1, len(latency["configurations"]), figsize=(3 * len(latency["configurations"]), 3.2), squeeze=False
