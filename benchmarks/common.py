@@ -23,6 +23,8 @@ from lasar_trl.modeling.loading import resolve_model_path
 from lasar_trl.sid import SidMap, build_sid_map
 from lasar_trl.sid.tokenizer import add_sid_tokens
 
+DTYPES = ["float32", "bfloat16", "float16"]  # what `load_model`'s dtype may name
+
 
 def load_model(
     data: RecData, *, model: str, checkpoint: str | None, sid_map: str | None, device: str, dtype: str, seed: int = 0

@@ -18,7 +18,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 import torch
-from common import command_line, load_model, machine_info, time_interleaved
+from common import DTYPES, command_line, load_model, machine_info, time_interleaved
 from transformers import GenerationConfig, HfArgumentParser
 
 from lasar_trl.atomic import write_json_atomic
@@ -44,9 +44,14 @@ class BenchmarkArguments:
     beams: list[int] = field(default_factory=lambda: [10, 20], metadata={"help": "Beam counts K."})
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8], metadata={"help": "Requests per batch."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
+    dtype: str = field(default="float32", metadata={"help": "Weights' dtype.", "choices": DTYPES})
     seed: int = field(default=0, metadata={"help": "Seed of the new SID embedding rows (base model only)."})
     output_json: str = field(default="benchmarks/results/decode.json", metadata={"help": "Where to write results."})
+
+
+def parse_args(argv: list[str] | None = None) -> BenchmarkArguments:
+    """The command line (`argv`, else sys.argv) as BenchmarkArguments; tests parse the documented commands with it."""
+    return HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(argv)[0]
 
 
 def generation_config(tokenizer, num_beams: int, sid_length: int) -> GenerationConfig:
@@ -202,7 +207,7 @@ def print_table(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    (arguments,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
+    arguments = parse_args()
     with torch.inference_mode():
         report = main(arguments)
     print_table(report)

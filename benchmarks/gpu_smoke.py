@@ -86,7 +86,7 @@ ITEMS, CODEBOOK, HISTORY, MAX_SEGMENTS = 2000, 256, 10, 6
 
 @dataclass
 class SmokeArguments:
-    shape: str = field(default="smollm2-135m", metadata={"help": f"Backbone shape, one of {list(SHAPES)}."})
+    shape: str = field(default="smollm2-135m", metadata={"help": "Backbone shape.", "choices": list(SHAPES)})
     tokenizer: str = field(
         default=EMBEDDED_MODEL, metadata={"help": "A folder (or hub id) with tokenizer files; the embedded default."}
     )
@@ -95,6 +95,11 @@ class SmokeArguments:
     warmup_steps: int = field(default=1, metadata={"help": "Untimed steps first, per stage."})
     timed_steps: int = field(default=3, metadata={"help": "Timed steps per stage."})
     output_json: str = field(default="outputs/gpu_smoke/gpu_smoke.json", metadata={"help": "Output file."})
+
+
+def parse_args(argv: list[str] | None = None) -> SmokeArguments:
+    """The command line (`argv`, else sys.argv) as SmokeArguments; tests parse the documented commands with it."""
+    return HfArgumentParser(SmokeArguments).parse_args_into_dataclasses(argv)[0]
 
 
 def synthetic_data(samples: int, hidden_size: int) -> tuple[SidMap, list[Window], list[list[list[float]]]]:
@@ -221,7 +226,7 @@ def main(args: SmokeArguments) -> dict:
 
 
 if __name__ == "__main__":
-    (arguments,) = HfArgumentParser(SmokeArguments).parse_args_into_dataclasses()
+    arguments = parse_args()
     report = main(arguments)
     if int(os.environ.get("RANK", "0")) == 0:
         launch = report["launch"]

@@ -20,7 +20,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 import torch
-from common import command_line, load_model, machine_info, time_interleaved
+from common import DTYPES, command_line, load_model, machine_info, time_interleaved
 from transformers import HfArgumentParser
 
 from lasar_trl.atomic import write_json_atomic
@@ -46,8 +46,17 @@ class LatencyArguments:
     beams: list[int] = field(default_factory=lambda: [10, 20], metadata={"help": "Beam counts K."})
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8], metadata={"help": "Requests per batch."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
+    dtype: str = field(default="float32", metadata={"help": "Weights' dtype.", "choices": DTYPES})
     output_json: str = field(default="benchmarks/results/latent_latency.json", metadata={"help": "Output file."})
+
+    def __post_init__(self):
+        if min(self.depths) != 0 or len(set(self.depths)) < 2:  # the slope needs N = 0 and another depth
+            raise ValueError(f"--depths must include 0 and at least one other depth, got {self.depths}")
+
+
+def parse_args(argv: list[str] | None = None) -> LatencyArguments:
+    """The command line (`argv`, else sys.argv) as LatencyArguments; tests parse the documented commands with it."""
+    return HfArgumentParser(LatencyArguments).parse_args_into_dataclasses(argv)[0]
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -57,8 +66,6 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def main(args: LatencyArguments) -> dict:
-    if min(args.depths) != 0 or len(set(args.depths)) < 2:
-        raise ValueError(f"--depths must include 0 and at least one other depth, got {args.depths}")
     data = load_dataset_spec(args.dataset)
     model, tokenizer, sid_map = load_model(
         data, model=args.model, checkpoint=args.checkpoint, sid_map=args.sid_map, device=args.device, dtype=args.dtype
@@ -153,7 +160,7 @@ def print_table(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    (arguments,) = HfArgumentParser(LatencyArguments).parse_args_into_dataclasses()
+    arguments = parse_args()
     with torch.inference_mode():
         report = main(arguments)
     print_table(report)

@@ -217,7 +217,8 @@ def summarize(per_seed: dict[int, dict]) -> tuple[dict, dict]:
     return mean, spread
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (`argv`, else sys.argv); tests parse the documented commands with it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=list(BUDGETS), default="smoke")
     parser.add_argument("--datasets", nargs="+", help="dataset specs (default: by budget)")
@@ -231,7 +232,11 @@ def main() -> None:
     )
     parser.add_argument("--sft_flags", type=shlex.split, default=[], help="extra flags for the SFT variants' recipes")
     parser.add_argument("--output_json", default="benchmarks/results/quality.json")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     budget = BUDGETS[args.budget]
     seeds, dataset_specs = args.seeds or budget["seeds"], args.datasets or budget["datasets"]
     variants_dir = args.variants_dir or budget["variants_dir"]

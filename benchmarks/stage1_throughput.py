@@ -48,6 +48,11 @@ class Arguments:
     output_json: str = field(default="benchmarks/results/stage1_throughput.json", metadata={"help": "Result file."})
 
 
+def parse_args(argv: list[str] | None = None) -> Arguments:
+    """The command line (`argv`, else sys.argv) as Arguments; tests parse the documented commands with it."""
+    return HfArgumentParser(Arguments).parse_args_into_dataclasses(argv)[0]
+
+
 def plain_epoch(model, rows: list[dict], batch_size: int, learning_rate: float, pad_id: int, seed: int) -> float:
     """Seconds for one pass of a bare training loop over `rows`."""
     order = list(range(len(rows)))
@@ -131,4 +136,4 @@ def main(args: Arguments) -> None:
 
 
 if __name__ == "__main__":
-    main(HfArgumentParser(Arguments).parse_args_into_dataclasses()[0])
+    main(parse_args())

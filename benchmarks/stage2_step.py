@@ -59,6 +59,11 @@ class StepArguments:
     output_json: str = field(default="benchmarks/results/stage2_step.json", metadata={"help": "Output file."})
 
 
+def parse_args(argv: list[str] | None = None) -> StepArguments:
+    """The command line (`argv`, else sys.argv) as StepArguments; tests parse the documented commands with it."""
+    return HfArgumentParser(StepArguments).parse_args_into_dataclasses(argv)[0]
+
+
 def run_variant(args: StepArguments) -> dict:
     data = load_dataset_spec(args.dataset)
     model, tokenizer, sid_map = load_model(
@@ -156,7 +161,7 @@ def main(args: StepArguments) -> dict:
 
 
 if __name__ == "__main__":
-    (arguments,) = HfArgumentParser(StepArguments).parse_args_into_dataclasses()
+    arguments = parse_args()
     if arguments.variant:
         write_json_atomic(arguments.output_json, run_variant(arguments))
     else:
