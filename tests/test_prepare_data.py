@@ -73,6 +73,38 @@ def test_stage1_builds_a_sid_map_when_none_is_given(tiny, tmp_path, monkeypatch)
     assert built == [{"use_shipped": False}] and SidMap.load(tmp_path / "out") == sid_map
 
 
+@pytest.mark.parametrize("base", ["folder", "scratch:tiny"])
+def test_stage1_from_a_base_model_writes_it_with_the_sid_vocabulary_for_trls_sft_script(
+    base, tiny, smol_tokenizer, tmp_path
+):
+    """TRL's sft.py gives the trainer only a model name: DIR/model is the base with the SIDs and their map."""
+    spec, _, sid_map = tiny
+    if base == "folder":
+        base = str(tmp_path / "base")
+        make_tiny_model(smol_tokenizer).save_pretrained(base)
+        smol_tokenizer.save_pretrained(base)
+    out = tmp_path / "out"
+    options = dict(stage=1, output_dir=str(out), dataset=spec, sid_map=str(tmp_path / "sids"), max_train_samples=8)
+    run(PrepareDataArguments(**options, model_name_or_path=base, prompt_template="compact"))
+    assert set(load(out, tmp_path)) == {"train", "validation"}  # the model folder is not read as data
+    model, tokenizer, model_map = load_recommender(str(out / "model"))  # checks its tokenizer has the SIDs
+    assert model_map == sid_map and BOT_TOKEN in tokenizer.get_vocab()
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert getattr(model.config, PROMPT_TEMPLATE_KEY) == "compact"  # what stages 2 and 3 will prompt with
+    if base.startswith("scratch:"):
+        assert len(tokenizer) < len(smol_tokenizer)  # its own tokenizer, trained on the dataset's text
+    else:  # the base's own rows are kept
+        original = make_tiny_model(smol_tokenizer).get_input_embeddings().weight
+        torch.testing.assert_close(model.get_input_embeddings().weight[: len(original)], original)
+
+
+def test_stage1_from_a_recommender_checkpoint_writes_no_model_and_uses_its_sid_map(tiny, stage1_checkpoint, tmp_path):
+    spec, _, sid_map = tiny
+    out = tmp_path / "out"
+    run(PrepareDataArguments(stage=1, output_dir=str(out), dataset=spec, model_name_or_path=stage1_checkpoint))
+    assert SidMap.load(out) == sid_map and not (out / "model").exists()  # TRL's sft.py starts from the checkpoint
+
+
 def expected_latent_rows(tiny, checkpoint: str, tmp_path, samples: int, seed: int) -> datasets.Dataset:
     """The library's Stage-2 rows for the checkpoint: windows, CoTs in its template, anchors."""
     _, data, sid_map = tiny

@@ -7,8 +7,13 @@ The rows are built by the functions the stages themselves train on, and written 
     DIR/data/train.parquet         every stage
     DIR/data/validation.parquet    Stage 1 only: what it evaluates on while training
     DIR/sid_map.json               the SID map of the rows (and DIR/sid_stats.json), for the trainer
+    DIR/model/                     Stage 1 from a base model: that model with the SID vocabulary
 
 Stages 2 and 3 evaluate only after training (recipes/evaluate.py), so they get no validation file.
+TRL's sft.py hands its trainer a model name and nothing else, so Stage 1 needs a model that already
+knows the SIDs and carries its map (where `SidSFTTrainer` finds it): DIR/model is that model, built as
+recipes/sft_stage1.py builds it.
+
 Columns (docs/data.md, "Datasets for TRL's own scripts"):
 
     Stage 1: prompt, completion
@@ -26,21 +31,26 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..atomic import atomic_path
 from ..configs import CotArguments, RecScriptArguments, check_choices, check_positive
 from ..data import load_dataset_spec, training_windows
 from ..data.schema import RecData
-from ..modeling.checkpoint import load_recommender, require_recommender_folder
+from ..modeling.checkpoint import SID_MAP_FILE, load_recommender, require_recommender_folder, save_recommender
 from ..modeling.lasar import has_lasar
+from ..modeling.loading import resolve_model_path
+from ..modeling.scratch import build_scratch_backbone, is_scratch
 from ..sid.sid_map import MAP_FILE, STATS_FILE, SidMap
-from ..tasks import check_items_known, prompt_template_of, recommendation_dataset, stage1_dataset
+from ..sid.tokenizer import add_sid_tokens
+from ..tasks import PROMPT_TEMPLATE_KEY, check_items_known, prompt_template_of, recommendation_dataset, stage1_dataset
 from ..trainers.lasar_common import ANCHORS_COLUMN
-from .stage1 import prepare_sid_map, shuffled_subset, validation_rows
+from .stage1 import prepare_sid_map, scratch_tokenizer_texts, shuffled_subset, validation_rows
 from .stage2 import LATENT_SFT_COLUMNS, RL_COLUMNS, latent_rows
 
 DATA_DIR = "data"
-OUTPUT_ENTRIES = {DATA_DIR, MAP_FILE, STATS_FILE}  # all that a run writes: what --overwrite may replace
+MODEL_DIR = "model"
+OUTPUT_ENTRIES = {DATA_DIR, MODEL_DIR, MAP_FILE, STATS_FILE}  # all that a run writes: what --overwrite may replace
 
 
 @dataclass
@@ -58,8 +68,10 @@ class PrepareDataArguments:
         default=None,
         metadata={
             "help": "Stages 2 and 3: the Stage-1 checkpoint (recipes/sft_stage1.py's output_dir), whose hidden "
-            "states are the anchors and whose config holds the prompt template. Stage 1: an optional starting "
-            "checkpoint whose SID map the rows use."
+            "states are the anchors and whose config holds the prompt template. Stage 1 (optional): the model it "
+            "starts from; a recommender checkpoint gives the rows its SID map, and any other model (a hub id, a "
+            "folder, embedded:SmolLM2-135M-Instruct, scratch:<preset>) is written to output_dir/model with the "
+            "SID vocabulary, for TRL's sft.py --model_name_or_path."
         },
     )
     sid_map: str | None = field(
@@ -100,7 +112,8 @@ class PrepareDataArguments:
     dtype: str = field(
         default="float32",
         metadata={
-            "help": "dtype the Stage-1 model is loaded in for the anchors: the training run's dtype.",
+            "help": "dtype the model is loaded in: Stage 1's base model to write, or the Stage-1 checkpoint "
+            "whose hidden states are the anchors; the training run's dtype.",
             "choices": ["auto", "bfloat16", "float16", "float32"],
         },
     )
@@ -124,6 +137,17 @@ class PrepareDataArguments:
     @property
     def makes_anchors(self) -> bool:
         return self.stage == 2 or (self.stage == 3 and self.terminal_anchors)
+
+    @property
+    def stage1_template(self) -> str:
+        return self.prompt_template or "english"
+
+    @property
+    def writes_model(self) -> bool:
+        """Stage 1 from a model without SIDs: TRL's sft.py needs one with them (output_dir/model)."""
+        if self.stage != 1 or not self.model_name_or_path:
+            return False
+        return not os.path.isfile(os.path.join(self.model_name_or_path, SID_MAP_FILE))
 
     def _check_stage1_checkpoint(self) -> None:
         if not self.model_name_or_path:
@@ -174,6 +198,8 @@ def run(args: PrepareDataArguments, cot_args: CotArguments | None = None) -> dic
     with atomic_path(args.output_dir) as staging:
         if args.stage == 1:
             sid_map, splits = stage1_splits(args, data, str(staging))
+            if args.writes_model:
+                save_stage1_model(args, data, sid_map, str(staging / MODEL_DIR))
         else:
             sid_map, splits = latent_splits(args, cot_args, data)
         (staging / DATA_DIR).mkdir(parents=True)
@@ -182,6 +208,8 @@ def run(args: PrepareDataArguments, cot_args: CotArguments | None = None) -> dic
         sid_map.save(staging)
     for split, rows in splits.items():
         print(f"wrote {len(rows)} {split} rows ({', '.join(rows.column_names)}) to {args.output_dir}/{DATA_DIR}")
+    if args.writes_model:
+        print(f"wrote {args.model_name_or_path} with the SID vocabulary to {args.output_dir}/{MODEL_DIR}")
     return splits
 
 
@@ -191,12 +219,25 @@ def stage1_splits(args: PrepareDataArguments, data: RecData, output_dir: str) ->
     script_args = RecScriptArguments(dataset=args.dataset, sid_map=args.sid_map, use_shipped_sids=args.use_shipped_sids)
     sid_map = prepare_sid_map(script_args, data, args.model_name_or_path, output_dir)
     check_items_known(data, sid_map)
-    template = args.prompt_template or "english"
-    train = stage1_dataset(data, sid_map, seed=args.seed, template=template)
+    train = stage1_dataset(data, sid_map, seed=args.seed, template=args.stage1_template)
     return sid_map, {
         "train": shuffled_subset(train, args.max_train_samples, args.seed),
-        "validation": validation_rows(data, sid_map, template),
+        "validation": validation_rows(data, sid_map, args.stage1_template),
     }
+
+
+def save_stage1_model(args: PrepareDataArguments, data: RecData, sid_map: SidMap, folder: str) -> None:
+    """`args.model_name_or_path` with the SID tokens and `<bot>` added and the rows' prompt template
+    recorded, as recipes/sft_stage1.py prepares it, saved as a recommender folder (its SID map inside)."""
+    model_path = resolve_model_path(args.model_name_or_path)
+    if is_scratch(model_path):
+        model, tokenizer = build_scratch_backbone(model_path, scratch_tokenizer_texts(data, sid_map), seed=args.seed)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=args.dtype)
+    add_sid_tokens(model, tokenizer, sid_map)
+    setattr(model.config, PROMPT_TEMPLATE_KEY, args.stage1_template)
+    save_recommender(model, tokenizer, sid_map, folder)
 
 
 def latent_splits(
