@@ -1,23 +1,18 @@
 """Stage 3 (LasarGRPOTrainer): rollouts, log-probs through the latent trajectory, the extra
 losses, depth learning by REINFORCE, reference models, resume, configs."""
 
-import json
 import logging
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-import trl
 from test_lasar_sft import HIDDEN, latent_windows, save_stage1_checkpoint
 from testing_utils import make_tiny_model
 from transformers import AutoTokenizer
 
 from lasar_trl.decoding import sid_beam_search, sid_sample
-from lasar_trl.modeling.checkpoint import SID_MAP_FILE, load_recommender
+from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.lasar import LasarConfig, attach_lasar, get_lasar, save_lasar, split_lasar_state
 from lasar_trl.rewards import ExactMatchReward, PrefixMatchReward, RankingReward, exact_match
 from lasar_trl.sid.tokenizer import add_sid_tokens
@@ -519,51 +514,3 @@ def test_beam_group_rollouts_are_the_top_beams_at_one_depth_per_group(
             rollout_depth="argmax",
         )
     assert "GRPO learns nothing" not in caplog.text
-
-
-@pytest.mark.slow
-def test_trls_own_grpo_script_trains_with_our_rewards_named_on_its_command_line(tiny_sid_map, stage2, tmp_path):
-    """TRL's grpo.py, copied from the installed package with only the trainer and config classes
-    swapped, on a Stage-2 checkpoint folder and a local parquet folder of prompt / target /
-    anchors rows: its `--reward_funcs` dotted paths name module-level rewards and a class."""
-    source = (Path(trl.__file__).parent / "scripts" / "grpo.py").read_text()
-    swaps = {
-        "from trl import ScriptArguments\n": "from trl import ScriptArguments\n\n"
-        "from lasar_trl.trainers import LasarGRPOConfig as GRPOConfig, LasarGRPOTrainer as GRPOTrainer\n",
-        "from trl import GRPOTrainer, get_dataset": "from trl import get_dataset",
-        "DatasetMixtureConfig, GRPOConfig, ModelConfig": "DatasetMixtureConfig, ModelConfig",
-    }
-    for old, new in swaps.items():
-        assert source.count(old) == 1, f"TRL's grpo.py changed: {old!r}"
-        source = source.replace(old, new)
-    script, data, output_dir = tmp_path / "grpo.py", tmp_path / "data", tmp_path / "out"
-    script.write_text(source)
-    data.mkdir()
-    grpo_dataset(tiny_sid_map, rows=16).to_parquet(str(data / "train.parquet"))
-    rewards = ["lasar_trl.rewards.ranking", "lasar_trl.rewards.exact_match", "lasar_trl.rewards.PrefixMatchReward"]
-    flags = dict(
-        model_name_or_path=stage2,
-        dataset_name=str(data),
-        output_dir=str(output_dir),
-        max_steps=2,
-        per_device_train_batch_size=8,
-        num_generations=GROUP,
-        use_cpu="true",
-        bf16="false",
-        activation_checkpointing="false",
-        report_to="none",
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=2,
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    command = [sys.executable, str(script), "--reward_funcs", *rewards, "--reward_weights", "1.0", "2.0", "1.0"]
-    command += [part for name, value in flags.items() for part in (f"--{name}", str(value))]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
-    for name in ("ranking", "exact_match", "prefix_match"):
-        assert len([entry for entry in history if f"rewards/{name}/mean" in entry]) == 2, name
-    assert (output_dir / SID_MAP_FILE).is_file()  # the script's save_model wrote a recommender checkpoint
