@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
@@ -154,6 +155,15 @@ def check_positive(config, *names: str) -> None:
             raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
+def check_learning_rates(options: Mapping[str, object]) -> None:
+    """Every learning rate set (`learning_rate`, `*_learning_rate`) is > 0: Adam refuses another only
+    when training starts, after the model has loaded. `options`: a parsed command line (`vars` of the
+    namespace) or a config (`vars(config)`)."""
+    for name, value in options.items():
+        if (name == "learning_rate" or name.endswith("_learning_rate")) and value is not None and float(value) <= 0:
+            raise ValueError(f"--{name} must be > 0, got {value}")
+
+
 def default_model(name_or_path: str | None) -> str:
     """The model to start from: the given one, else the offline embedded SmolLM2-135M."""
     return name_or_path or EMBEDDED_MODEL
@@ -173,8 +183,7 @@ class RecipeParser(TrlParser):
     def parse_known_args(self, args=None, namespace=None):
         namespace, remaining = super().parse_known_args(args, namespace)
         options = vars(namespace)
-        if options.get("learning_rate") is not None and float(options["learning_rate"]) <= 0:
-            raise ValueError(f"--learning_rate must be > 0, got {options['learning_rate']}")
+        check_learning_rates(options)
         if "bf16" in options and not bf16_supported(options.get("use_cpu")):
             wanted = [name for name in ("bf16", "bf16_full_eval") if options.get(name)]
             if options["bf16"] is None and not options.get("fp16"):  # TRL's default: on unless fp16
