@@ -66,3 +66,33 @@ def test_generate_returns_extra_fields_sixth():
     assert shapes and all(len(shape) > 5 and shape[5] == "extra_fields" for shape in shapes), (
         f"GRPOTrainer._generate no longer returns extra_fields at index 5: {shapes}"
     )
+
+
+def writes_extra_fields_into_rows(source: str) -> bool:
+    """Whether `source` has a loop over `enumerate(inputs)` that stores `extra_fields` items into each row."""
+    for loop in ast.walk(ast.parse(source)):
+        if isinstance(loop, ast.For) and ast.unparse(loop.iter) == "enumerate(inputs)":
+            row = ast.unparse(loop.target.elts[1])
+            stores = [node for node in ast.walk(loop) if isinstance(node, ast.Assign)]
+            if "extra_fields.items()" in ast.unparse(loop) and any(
+                ast.unparse(node.targets[0]).startswith(f"{row}[") for node in stores
+            ):
+                return True
+    return False
+
+
+def test_generate_and_score_completions_writes_the_extra_fields_into_the_rows():
+    """LasarGRPOTrainer reads each rollout's depth back from the row dicts it passed to
+    `_generate_and_score_completions`: TRL must write `_generate`'s extra fields into them."""
+    source = textwrap.dedent(inspect.getsource(GRPOTrainer._generate_and_score_completions))
+    assert writes_extra_fields_into_rows(source), (
+        "GRPOTrainer._generate_and_score_completions no longer writes extra_fields into the rows of `inputs`"
+    )
+
+
+def test_the_row_write_check_tells_a_write_from_a_copy():
+    loop = (
+        "for i, inp in enumerate(inputs):\n    for key, values in extra_fields.items():\n        {}[key] = values[i]\n"
+    )
+    assert writes_extra_fields_into_rows(loop.format("inp"))
+    assert not writes_extra_fields_into_rows(loop.format("copied"))

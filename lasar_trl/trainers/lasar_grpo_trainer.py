@@ -16,16 +16,30 @@ those of prefilling every row.
 the prompt's h_0) and one constrained beam search per prompt, whose top G beams are the
 group: G distinct items, each with its own SID log-prob for the ranking reward.
 
-How a rollout's depth reaches the loss:
+How per-rollout state travels through TRL's step:
 
-1. `_generate_single_turn` runs the rollouts and keeps depths and SID log-probs on the
-   trainer (TRL's hook returns only completion ids);
-2. `_generate` hands `sid_logprob`, `depth` and `num_generations` to the reward
-   functions as columns;
-3. `_generate_and_score_completions` adds per-row tensors (depth, raw reward, baseline,
-   terminal anchor), which survive TRL's shuffling and splitting into `_compute_loss`;
+1. `_generate_single_turn` decodes the rollouts; TRL's `_generate` keeps only the completion
+   ids it returns, so depths, SID log-probs and validity wait in `self._rollouts`;
+2. `_generate` logs the depth histogram and invalid rate, and puts `depth`, `sid_logprob` and
+   `num_generations` in TRL's extra fields, which TRL writes into the rows: the reward
+   functions get them as columns;
+3. `_generate_and_score_completions` reads each row's depth back from those rows and adds
+   per-row tensors to the batch (depth, raw reward, baseline, terminal anchor), which TRL
+   shuffles and splits with the rest of the batch into `_compute_loss`;
 4. `_get_per_token_logps_and_entropies` (old, reference and current policy alike) runs
    each row's latent trajectory at its own depth, so gradients reach the latent steps.
+
+Four hand-offs stay on the trainer, each because TRL calls the next hook without the data:
+
+- `_rollouts`, beyond step 1: TRL computes the old and reference log-probs inside
+  `_generate_and_score_completions` from bare tensors, before the rows hold the extra fields
+  and before the batch exists; those calls score at the rollouts' depths;
+- `_loss_depths`: TRL's `_compute_loss` passes bare tensors to the log-prob call too, so our
+  `_compute_loss` sets its batch's depths for the length of that call;
+- `_gathered_rewards`: every process's rewards, from `_calculate_rewards` to the REINFORCE
+  reward and baseline; TRL returns only advantages, normalized, which do not give them back;
+- `_latent_output`: the loss call's latent states and depth logits, for the terminal KL and
+  the REINFORCE loss; TRL's `_compute_loss` keeps only the log-probs.
 
 Rewards: the `lasar_trl.rewards` SID rewards, given by name (`"ranking"`), as the unbound
 module-level objects (`lasar_trl.rewards.ranking`) or as classes, are bound to the trainer's
@@ -150,10 +164,11 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         self.trie = SidTrie.from_sid_map(self.sid_map, self.processing_class).to(self.accelerator.device)
         self.bot_token_id = self.processing_class.convert_tokens_to_ids(BOT_TOKEN)
         self.depth_baseline: float | None = None  # the EMA of the mean total reward
-        self._rollouts: Rollouts | None = None
-        self._row_depths: torch.Tensor | None = None  # depths of the rows the next log-prob call scores
-        self._latent_output: LatentOutput | None = None  # of the last log-prob call, for the extra losses
-        self._gathered_rewards: torch.Tensor | None = None
+        # hand-offs between TRL's hooks (why each stays on the trainer: the module docstring)
+        self._rollouts: Rollouts | None = None  # the last rollouts
+        self._loss_depths: torch.Tensor | None = None  # the loss batch's, while `_compute_loss` runs
+        self._gathered_rewards: torch.Tensor | None = None  # every process's, of the last batch
+        self._latent_output: LatentOutput | None = None  # of the last log-prob call
 
     def _check_dataset(self, dataset, name: str, hidden_size: int) -> None:
         """Refuse at construction what would fail at the first step: a prompt that is not text
@@ -270,12 +285,13 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
 
     def _generate(self, prompts: list):
         outputs = super()._generate(prompts)
-        extra_fields = outputs[5]  # TRL merges these into the rows the reward functions see
+        extra_fields = outputs[5]  # TRL writes these into the rows the reward functions see
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
         extra_fields["sid_logprob"] = self._rollouts.sid_logprob.tolist()
         extra_fields["depth"] = self._rollouts.depths.tolist()
         extra_fields["num_generations"] = [group_size] * len(prompts)
+        self._log_rollouts(self._rollouts, mode)
         return outputs
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -283,21 +299,18 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         return self._gathered_rewards
 
     def _generate_and_score_completions(self, inputs):
-        self._row_depths = None  # old / reference log-probs inside super() run at the rollouts' depths
-        output = super()._generate_and_score_completions(inputs)
-        rollouts = self._rollouts
+        output = super()._generate_and_score_completions(inputs)  # writes `_generate`'s extra fields into `inputs`
         mode = "train" if self.model.training else "eval"
         device = self.accelerator.device
         total = (self._gathered_rewards * self.reward_weights.to(device)).nansum(dim=1)  # R of every process's rows
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
-        output["latent_depth"] = rollouts.depths.to(device)
+        output["latent_depth"] = torch.tensor([row["depth"] for row in inputs], device=device)
         output["depth_reward"] = total[local]
         output["depth_baseline"] = self._reinforce_baseline(total, mode)[local]
         if self.args.terminal_align_weight > 0 and self._uses_latents:
             output["terminal_anchor"] = torch.tensor(
                 [row[ANCHORS_COLUMN][-1] for row in inputs], dtype=torch.float32, device=device
             )
-        self._log_rollouts(rollouts, mode)
         return output
 
     def _reinforce_baseline(self, total_rewards: torch.Tensor, mode: str) -> torch.Tensor:
@@ -310,6 +323,8 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         baseline = batch_mean if self.depth_baseline is None else self.depth_baseline
         if mode == "train":
             self.depth_baseline = ema(self.depth_baseline, batch_mean, self.args.depth_baseline_decay)
+        if self.depth_baseline is not None:
+            self._metrics[mode]["depth/baseline"].append(self.depth_baseline)
         return torch.full_like(total_rewards, baseline)
 
     def _log_rollouts(self, rollouts: Rollouts, mode: str) -> None:
@@ -321,8 +336,6 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         for depth, count in enumerate(counts.tolist()):
             metrics[f"depth/frac_{depth}"].append(count / len(depths))
         metrics["invalid_rate"].append(1.0 - valid.float().mean().item())
-        if self.args.depth_baseline == "ema" and self.depth_baseline is not None:
-            metrics["depth/baseline"].append(self.depth_baseline)
 
     # -- log-probs through the latent trajectory ----------------------------------------------
 
@@ -331,10 +344,7 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
     ):
         """Per-token log-probs (and entropies) of the completion (SID tokens + eos), each row
         after its own N_i latent steps; the latent outputs are kept for the extra losses."""
-        depths = self._row_depths
-        if depths is None:
-            depths = self._rollouts.depths
-        depths = depths.to(input_ids.device)
+        depths = (self._rollouts.depths if self._loss_depths is None else self._loss_depths).to(input_ids.device)
         prompt_ids, prompt_mask = input_ids[:, :-logits_to_keep], attention_mask[:, :-logits_to_keep]
         completion_ids = input_ids[:, -logits_to_keep:]
         temperature = self.args.temperature or 1.0  # greedy rollouts: score at temperature 1
@@ -366,8 +376,9 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
     # -- loss ------------------------------------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
-        self._row_depths = inputs["latent_depth"]
+        self._loss_depths = inputs["latent_depth"]
         loss = super()._compute_loss(model, inputs)  # TRL's GRPO loss, already divided for accumulation
+        self._loss_depths = None
         output = self._latent_output
         mode = "train" if self.model.training else "eval"
         extra = loss.new_zeros(())
