@@ -348,7 +348,7 @@ class LasarGRPOTrainer(LatentTrainerMixin, RecommenderCheckpointMixin, GRPOTrain
         prompt_ids, prompt_mask = input_ids[:, :-logits_to_keep], attention_mask[:, :-logits_to_keep]
         completion_ids = input_ids[:, -logits_to_keep:]
         temperature = self.args.temperature or 1.0  # greedy rollouts: score at temperature 1
-        needs_head = self.head_learns and torch.is_grad_enabled()
+        needs_head = self.head_learns and self._loss_depths is not None  # the loss's call, in training and evaluation
         batch_size = batch_size or len(input_ids)
         max_steps = self._max_steps(depths)
         logps, entropies = [], []
