@@ -11,11 +11,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .evaluation.recommend import recommend
-from .modeling.checkpoint import load_recommender
+from .modeling.checkpoint import load_recommender, max_history_of
 from .sid.sid_map import SidMap
 from .sid.trie import SidTrie
 
-DEFAULT_MAX_HISTORY = 10  # the recipes' default (`RecScriptArguments.max_history`)
 DEFAULT_NUM_BEAMS = 20  # evaluation's default (`RecScriptArguments.eval_num_beams`)
 
 
@@ -32,9 +31,9 @@ class Recommendation:
 class Recommender:
     """A model, its tokenizer and SID map, ready to recommend from histories of raw item ids.
 
-    `max_history`: the items of a history that go into the prompt (its last ones), as in
-    training and evaluation; a checkpoint does not record it, so pass the training run's
-    `max_history` (default 10, the recipes' default). `catalog`: item id -> fields (a
+    `max_history`: the items of a history that go into the prompt (its last ones); by default
+    the `max_history` the checkpoint was trained with (its config.json records it), or 10, with a
+    warning, for a checkpoint from before it was recorded. `catalog`: item id -> fields (a
     `RecData.catalog`, e.g. `load_dataset_spec("ml-100k").catalog`), for the titles; a
     checkpoint folder does not record where its dataset lives. Every item of the SID map must be
     in it, so nothing outside the catalog is ever recommended.
@@ -46,11 +45,10 @@ class Recommender:
         tokenizer: PreTrainedTokenizerBase,
         sid_map: SidMap,
         *,
-        max_history: int = DEFAULT_MAX_HISTORY,
+        max_history: int | None = None,
         catalog: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        if max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        self.max_history = max_history_of(model, max_history, where=model.config._name_or_path or "the model")
         if catalog is not None:
             missing = [item for item in sid_map.item_ids if item not in catalog]
             if missing:
@@ -59,7 +57,6 @@ class Recommender:
                     "pass the catalog of the dataset the checkpoint was trained on"
                 )
         self.model, self.tokenizer, self.sid_map = model, tokenizer, sid_map
-        self.max_history = max_history
         self.catalog = catalog
         self.trie = SidTrie.from_sid_map(sid_map, tokenizer).to(model.device)  # built once, not per call
 
@@ -70,7 +67,7 @@ class Recommender:
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
-        max_history: int = DEFAULT_MAX_HISTORY,
+        max_history: int | None = None,
         catalog: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Recommender:
         """Load a Stage-1, 2 or 3 checkpoint, a LoRA adapter folder (merged onto its base) or a

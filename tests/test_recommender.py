@@ -225,3 +225,29 @@ def test_recipe_help_runs():
         check=True,
     )
     assert "--on_unknown" in result.stdout and "--overwrite" in result.stdout
+
+
+def test_max_history_is_the_checkpoints_unless_given_and_10_with_a_warning_when_unrecorded(
+    tiny_recommender, tmp_path, caplog
+):
+    """A checkpoint trained with max_history 3 prompts with the last 3 items; an explicit value wins;
+    a folder from before the record falls back to 10 and says so."""
+    model, tokenizer, sid_map = tiny_recommender
+    save_recommender(model, tokenizer, sid_map, str(tmp_path / "unrecorded"))
+    model.config.max_history = 3
+    save_recommender(model, tokenizer, sid_map, str(tmp_path / "recorded"))
+    history = [str(i) for i in range(1, 13)]
+
+    with caplog.at_level(logging.WARNING):
+        recorded = Recommender.from_pretrained(str(tmp_path / "recorded"), device="cpu")
+    assert recorded.max_history == 3 and "records no max_history" not in caplog.text
+    (rec,) = recorded.recommend([history], top_k=5, exclude_seen=False)
+    assert rec.items == recommend(model, tokenizer, sid_map, [history[-3:]], top_k=5, num_beams=20).items[0]
+    assert Recommender.from_pretrained(str(tmp_path / "recorded"), device="cpu", max_history=7).max_history == 7
+
+    with caplog.at_level(logging.WARNING):
+        unrecorded = Recommender.from_pretrained(str(tmp_path / "unrecorded"), device="cpu")
+    assert unrecorded.max_history == 10
+    assert "records no max_history" in caplog.text and "prompting with the last 10 items" in caplog.text
+    with pytest.raises(ValueError, match="max_history must be >= 1, got 0"):
+        Recommender(model, tokenizer, sid_map, max_history=0)

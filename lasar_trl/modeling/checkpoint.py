@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
@@ -13,6 +14,30 @@ from .lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_sta
 from .loading import EMBEDDED_PREFIX
 
 SID_MAP_FILE = "sid_map.json"
+MAX_HISTORY_KEY = "max_history"  # where a model's config records the history items its prompts held in training
+DEFAULT_MAX_HISTORY = 10  # the recipes' default: what a checkpoint that records no max_history is prompted with
+
+logger = logging.getLogger(__name__)
+
+
+def max_history_of(model: PreTrainedModel, requested: int | None = None, where: str = "the checkpoint") -> int:
+    """`requested` when given, else the `max_history` the model was trained with (its config records
+    it since Stage 1 does); a checkpoint from before that gets the recipes' default, with a warning,
+    since prompts of another length than in training lower its quality without any error."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"max_history must be >= 1, got {requested}")
+        return requested
+    recorded = getattr(model.config, MAX_HISTORY_KEY, None)
+    if recorded is not None:
+        return recorded
+    logger.warning(
+        "%s records no max_history (trained before lasar-trl recorded it): prompting with the last %d items "
+        "of each history; pass max_history (--max_history) if it was trained with another value",
+        where,
+        DEFAULT_MAX_HISTORY,
+    )
+    return DEFAULT_MAX_HISTORY
 
 
 def check_same_sid_map(expected: SidMap, found: SidMap, where: str) -> None:

@@ -8,17 +8,19 @@ import os
 
 import torch
 import transformers
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..atomic import read_json_object
 from ..configs import RecScriptArguments
 from ..data.schema import RecData
 from ..evaluation.evaluate import evaluate_and_report
-from ..modeling.checkpoint import SID_MAP_FILE, load_recommender
+from ..modeling.checkpoint import MAX_HISTORY_KEY, SID_MAP_FILE, load_recommender
 from ..modeling.loading import resolve_model_path
 from ..sid.sid_map import SidMap
 
 logger = logging.getLogger(__name__)
+EVAL_RESULTS_FILE = "eval_results.json"
 
 
 def setup_run(training_args: TrainingArguments) -> None:
@@ -54,8 +56,9 @@ def train_save_and_evaluate(
     trainer: Trainer, sid_map: SidMap, data: RecData, script_args: RecScriptArguments, label: str
 ) -> None:
     """Train (resuming from the last complete checkpoint of the output folder, or the one
-    given), save the final model, then (unless `evaluate_after_training` is off) evaluate the
-    saved folder, as a user would load it, on the main process into eval_results.json."""
+    given), save the final model (with its model card), then (unless `evaluate_after_training` is
+    off) evaluate the saved folder, as a user would load it, on the main process into
+    eval_results.json, and add those metrics to the card."""
     args = trainer.args
     checkpoint = args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(args.output_dir):
@@ -68,15 +71,24 @@ def train_save_and_evaluate(
     if script_args.evaluate_after_training and trainer.accelerator.is_main_process:
         # Not `trainer.model`: under ZeRO-3 its weights are shards that one process cannot run alone.
         model, tokenizer, _ = load_recommender(args.output_dir, sid_map, dtype=trainer.model.dtype, device=args.device)
-        evaluate_and_report(
-            model,
-            tokenizer,
-            sid_map,
-            data,
-            script_args,
-            label=label,
-            output_json=os.path.join(args.output_dir, "eval_results.json"),
+        results_file = os.path.join(args.output_dir, EVAL_RESULTS_FILE)
+        evaluate_and_report(model, tokenizer, sid_map, data, script_args, label=label, output_json=results_file)
+        trainer.create_model_card(metrics=read_json_object(results_file))
+
+
+def record_max_history(model: PreTrainedModel, max_history: int, start: str) -> None:
+    """Record in the model's config the history items per prompt this run trains with, for
+    evaluation and `Recommender` to prompt alike; warn when the checkpoint it starts from
+    (`start`) was trained with another value."""
+    trained = getattr(model.config, MAX_HISTORY_KEY, None)
+    if trained is not None and trained != max_history:
+        logger.warning(
+            "%s was trained with max_history %d; this run builds prompts of up to %d items (--max_history)",
+            start,
+            trained,
+            max_history,
         )
+    setattr(model.config, MAX_HISTORY_KEY, max_history)
 
 
 def load_stage1_checkpoint(model_args, script_args: RecScriptArguments, device, purpose: str):

@@ -10,7 +10,7 @@ import torch
 from ..configs import RecScriptArguments, check_choices, check_positive
 from ..data import SPLITS, load_dataset_spec
 from ..evaluation.evaluate import evaluate_and_report
-from ..modeling.checkpoint import load_recommender, require_recommender_folder
+from ..modeling.checkpoint import load_recommender, max_history_of, require_recommender_folder
 from ..modeling.lasar import LASAR_CONFIG_FILE, check_forced_depth, has_lasar, read_lasar_config
 from ..sid.sid_map import SidMap
 from ..tasks import check_items_known
@@ -25,7 +25,10 @@ class EvaluateArguments:
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
     batch_size: int = field(default=8, metadata={"help": "Requests per decoding batch."})
     exclude_history: bool = field(default=False, metadata={"help": "Ban each user's history items."})
-    max_history: int = field(default=10, metadata={"help": "Items of history per request."})
+    max_history: int | None = field(
+        default=None,
+        metadata={"help": "Items of history per request (default: the checkpoint's, i.e. its training run's)."},
+    )
     sid_map: str | None = field(default=None, metadata={"help": "Check the checkpoint against this sid_map.json."})
     output_json: str | None = field(default=None, metadata={"help": "Where to write the results."})
     depth: int | None = field(
@@ -46,11 +49,12 @@ def run(args: EvaluateArguments) -> None:
     """Evaluate the checkpoint next to most-popular on the same requests; print the table, write the JSON."""
     expected_map = SidMap.load(args.sid_map) if args.sid_map else None
     model, tokenizer, sid_map = load_recommender(args.checkpoint, expected_map, device=args.device)
-    data = load_dataset_spec(args.dataset, max_history=args.max_history)
+    max_history = max_history_of(model, args.max_history, where=args.checkpoint)
+    data = load_dataset_spec(args.dataset, max_history=max_history)
     check_items_known(data, sid_map)
     script_args = RecScriptArguments(
         dataset=args.dataset,
-        max_history=args.max_history,
+        max_history=max_history,
         eval_split=args.split,
         eval_max_samples=args.max_samples,
         eval_num_beams=args.num_beams,

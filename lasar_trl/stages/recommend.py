@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..atomic import DuplicateKeyError, atomic_path, reject_duplicate_keys
 from ..configs import check_choices, check_positive
 from ..data import DataFormatError, load_dataset_spec
-from ..recommender import DEFAULT_MAX_HISTORY, Recommendation, Recommender
+from ..recommender import Recommendation, Recommender
 
 HISTORY_FIELD = "history"
 OUTPUT_FIELDS = ("line", *(f.name for f in fields(Recommendation)))
@@ -41,8 +41,9 @@ class RecommendArguments:
         default=None, metadata={"help": "Force this many latent steps instead of the checkpoint's own choice."}
     )
     exclude_seen: bool = field(default=True, metadata={"help": "Never recommend an item of the request's history."})
-    max_history: int = field(
-        default=DEFAULT_MAX_HISTORY, metadata={"help": "History items in the prompt: the training run's max_history."}
+    max_history: int | None = field(
+        default=None,
+        metadata={"help": "History items in the prompt (default: the checkpoint's, i.e. its training run's)."},
     )
     dataset: str | None = field(
         default=None,

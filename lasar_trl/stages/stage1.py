@@ -29,7 +29,7 @@ from ..tasks import (
     title_tasks,
 )
 from ..trainers.sft import SidSFTTrainer
-from .common import setup_run, train_save_and_evaluate
+from .common import record_max_history, setup_run, train_save_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def run(script_args: RecScriptArguments, training_args: SFTConfig, model_args: M
     added = add_sid_tokens(model, tokenizer, sid_map)
     logger.info("Added %d tokens (SID codes and <bot>); vocabulary is now %d", added, len(tokenizer))
     setattr(model.config, PROMPT_TEMPLATE_KEY, script_args.prompt_template)  # what later stages prompt with
+    record_max_history(model, script_args.max_history, model_path)
 
     if script_args.stage1_layout == "sequences":
         train_dataset = stage1_sequence_dataset(data, sid_map, tokenizer, script_args.max_history)
@@ -84,6 +85,8 @@ def run(script_args: RecScriptArguments, training_args: SFTConfig, model_args: M
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         sid_map=sid_map,
+        stage="Stage 1 SFT",
+        dataset_name=data.name,
     )
 
     train_save_and_evaluate(trainer, sid_map, data, script_args, label="stage1 (N=0)")

@@ -20,7 +20,7 @@ from ..sid.sid_map import SidMap
 from ..tasks import check_items_known, prompt_template_of
 from ..trainers.lasar_sft_config import LasarSFTConfig
 from ..trainers.lasar_sft_trainer import LasarSFTTrainer
-from .common import load_stage1_checkpoint, setup_run, train_save_and_evaluate
+from .common import load_stage1_checkpoint, record_max_history, setup_run, train_save_and_evaluate
 
 LATENT_TRAIN_DATA = "latent_train_data"  # Stage 2's rows with anchors, saved beside its checkpoint for Stage 3
 LATENT_SFT_COLUMNS = ["prompt", "completion", "anchors"]  # what LasarSFTTrainer trains on
@@ -39,6 +39,7 @@ def run(
     model, tokenizer, sid_map = load_stage1_checkpoint(model_args, script_args, training_args.device, "Stage 2")
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
     check_items_known(data, sid_map)
+    record_max_history(model, script_args.max_history, model_args.model_name_or_path)
 
     # CoT -> segments -> anchors, for exactly the samples trained on; cached for reruns.
     windows = training_windows(data, script_args.max_train_samples, training_args.seed)
@@ -57,6 +58,8 @@ def run(
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         sid_map=sid_map,
+        stage=f"Stage 2 latent SFT (depth_mode={training_args.depth_mode})",
+        dataset_name=data.name,
     )
     train_save_and_evaluate(trainer, sid_map, data, script_args, label=f"lasar stage2 ({training_args.depth_mode})")
 

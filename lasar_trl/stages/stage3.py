@@ -45,6 +45,8 @@ def run(
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         sid_map=sid_map,
+        stage=f"Stage 3 GRPO (rollout_depth={training_args.rollout_depth})",
+        dataset_name=data.name,
     )
     train_save_and_evaluate(trainer, sid_map, data, script_args, "lasar")
 

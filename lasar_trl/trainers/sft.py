@@ -1,7 +1,7 @@
 """What every lasar-trl trainer adds to TRL's: recommender checkpoints.
 
-A recommender checkpoint is the HF model + tokenizer, the SID map it was trained with, and,
-for LASAR models, the Policy Head and latent projection beside the HF weights.
+A recommender checkpoint is the HF model + tokenizer, the SID map it was trained with, its model
+card (README.md), and, for LASAR models, the Policy Head and latent projection beside the HF weights.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -16,27 +19,34 @@ from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
 from ..atomic import atomic_entries, move_into_place
-from ..modeling.checkpoint import SID_MAP_FILE
+from ..modeling.checkpoint import MAX_HISTORY_KEY, SID_MAP_FILE
 from ..modeling.forward import add_latent_forward
 from ..modeling.lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
 from ..modeling.loading import resolve_model_path
+from ..modeling.model_card import CARD_TAGS, MODEL_CARD_FILE, CardFacts, render_model_card
 from ..sid.sid_map import SidMap
 from ..sid.tokenizer import BOT_TOKEN
+from ..tasks import prompt_template_of
 
 STAGING_DIR = ".staging"
 
 
 class RecommenderCheckpointMixin:
-    """Mix into a `transformers.Trainer` subclass (before it): saves the SID map and the LASAR
-    parts with every model it writes, loads them back on resume and best-model reload, and
-    writes checkpoints atomically.
+    """Mix into a `transformers.Trainer` subclass (before it): saves the SID map, the LASAR
+    parts and the model card with every model it writes, loads them back on resume and
+    best-model reload, and writes checkpoints atomically.
 
     A checkpoint is written into `output_dir/.staging/checkpoint-N` and renamed
     to `output_dir/checkpoint-N` only once complete, so a crash mid-save never
     leaves a half-written `checkpoint-N` for `--resume_from_checkpoint` to pick.
+
+    `stage` and `dataset_name` are what the model card says produced the checkpoint and what it
+    was trained on (default: the trainer's class, and the dataset the SID map records).
     """
 
-    def __init__(self, *args, sid_map: SidMap | None = None, **kwargs):
+    def __init__(
+        self, *args, sid_map: SidMap | None = None, stage: str | None = None, dataset_name: str | None = None, **kwargs
+    ):
         # A model given by name may be the embedded default, which TRL would hand to the hub client
         if args and isinstance(args[0], str):
             args = (resolve_model_path(args[0]), *args[1:])
@@ -49,6 +59,9 @@ class RecommenderCheckpointMixin:
             )
         super().__init__(*args, **kwargs)
         self.sid_map = sid_map or self._starting_checkpoint_sid_map()
+        self.hf_model.add_model_tags(list(CARD_TAGS))  # kept by PEFT's card update too, as TRL's own tags are
+        self.stage = stage or type(self).__name__
+        self.dataset_name = dataset_name or self.sid_map.stats.get("dataset")
 
     @staticmethod
     def _with_trainable_sid_rows(peft_config, model, sid_map: SidMap | None, tokenizer):
@@ -104,7 +117,54 @@ class RecommenderCheckpointMixin:
                 if self.args.should_save:
                     save_lasar(lasar_state, lasar.config, str(staging))
             super()._save(str(staging), state_dict)
+            self._write_model_card(staging)
         self.sid_map.save(output_dir)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        """TRL's model card with the recommender's sections (`render_model_card`), written
+        atomically into `output_dir`; `metrics`: the run's eval_results.json, when it evaluated."""
+        if self.is_world_process_zero():
+            with atomic_entries(self.args.output_dir) as staging:
+                self._write_model_card(staging, model_name, dataset_name, tags, metrics)
+
+    def _write_model_card(self, folder: Path, model_name=None, dataset_name=None, tags=None, metrics=None) -> None:
+        """Write the card into `folder` (a staging folder, whose entries move into place whole).
+        TRL's `create_model_card` writes into `args.output_dir`: it is pointed at `folder` meanwhile.
+        A PEFT model's save wrote PEFT's card there first; TRL's replaces it and PEFT's metadata
+        (library, base model, version) is added back, as a TRL run's final save does."""
+        if not (self.args.should_save and self.is_world_process_zero()):
+            return
+        output_dir = self.args.output_dir
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        self.args.output_dir = str(folder)
+        try:
+            super().create_model_card(  # a dataset TRL links to on the hub only when the caller names one
+                model_name=model_name or Path(output_dir).name, dataset_name=dataset_name, tags=[*tags, *CARD_TAGS]
+            )
+        finally:
+            self.args.output_dir = output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        if hasattr(model, "create_or_update_model_card"):  # a PEFT model
+            model.create_or_update_model_card(str(folder))
+        config = self.hf_model.config
+        facts = CardFacts(
+            model_id=self.hub_model_id or output_dir,
+            stage=self.stage,
+            started_from=config._name_or_path or None,
+            dataset=dataset_name or self.dataset_name,
+            prompt_template=prompt_template_of(self.hf_model),
+            max_history=getattr(config, MAX_HISTORY_KEY, None),
+            sid_stats=self.sid_map.stats,
+            metrics=metrics,
+        )
+        card = Path(folder) / MODEL_CARD_FILE
+        card.write_text(render_model_card(card.read_text(encoding="utf-8"), facts), encoding="utf-8")
 
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = self._get_output_dir(trial=trial)
