@@ -2,9 +2,10 @@
 config, so a non-positive rate is refused before any model loads."""
 
 import pytest
+from trl import SFTConfig
 
 from lasar_trl.configs import RecipeParser, check_learning_rates
-from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
+from lasar_trl.trainers import LasarGRPOConfig, LasarSFTConfig, SidSFTTrainer
 
 
 @pytest.mark.parametrize(
@@ -25,17 +26,25 @@ def test_positive_and_unset_rates_and_other_fields_pass():
     check_learning_rates({"warmup_ratio": 0.0, "weight_decay": -1.0})  # not learning rates
 
 
-def test_a_config_object_is_checked_through_vars(tmp_path):
-    config = LasarSFTConfig(
-        output_dir=str(tmp_path),
-        learning_rate=-2e-5,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-    )
-    with pytest.raises(ValueError, match="--learning_rate must be > 0"):
-        check_learning_rates(vars(config))
+@pytest.mark.parametrize("config_class", [LasarSFTConfig, LasarGRPOConfig])
+def test_our_configs_refuse_a_rate_when_built(config_class, tmp_path):
+    """TRL's own scripts build our configs without our parser: the config itself refuses."""
+    with pytest.raises(ValueError, match="--learning_rate must be > 0, got -2e-05"):
+        config_class(
+            output_dir=str(tmp_path),
+            learning_rate=-2e-5,
+            report_to="none",
+            use_cpu=True,
+            bf16=False,
+            activation_checkpointing=False,
+        )
+
+
+def test_a_stage1_trainer_refuses_a_plain_sft_configs_rate_before_loading_the_model(tmp_path):
+    """Stage 1 trains with TRL's own SFTConfig, which has no hook of ours: the trainer checks."""
+    args = SFTConfig(output_dir=str(tmp_path), learning_rate=0.0, report_to="none", use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match="--learning_rate must be > 0, got 0.0"):
+        SidSFTTrainer(model=str(tmp_path / "never-loaded"), args=args)
 
 
 def test_the_recipes_parser_refuses_the_policy_heads_rate_by_its_flag(tmp_path):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from ..configs import check_choices
+from ..configs import check_choices, check_learning_rates
 from ..modeling.forward import LatentOutput
 from ..modeling.lasar import LasarModules, get_lasar, has_lasar, load_lasar
 
@@ -44,10 +44,9 @@ class LatentTrainingArguments:
 
     def check_latent_fields(self) -> None:
         check_choices(self)
+        check_learning_rates(vars(self))
         if self.align_temperature <= 0:
             raise ValueError(f"align_temperature must be > 0, got {self.align_temperature}")
-        if self.policy_head_learning_rate is not None and self.policy_head_learning_rate <= 0:
-            raise ValueError(f"policy_head_learning_rate must be > 0, got {self.policy_head_learning_rate}")
 
 
 class LatentTrainerMixin:

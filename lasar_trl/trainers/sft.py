@@ -19,6 +19,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
 from ..atomic import atomic_entries, move_into_place
+from ..configs import check_learning_rates
 from ..modeling.checkpoint import MAX_HISTORY_KEY, SID_MAP_FILE
 from ..modeling.forward import add_latent_forward
 from ..modeling.lasar import get_lasar, has_lasar, load_lasar, save_lasar, split_lasar_state
@@ -47,6 +48,9 @@ class RecommenderCheckpointMixin:
     def __init__(
         self, *args, sid_map: SidMap | None = None, stage: str | None = None, dataset_name: str | None = None, **kwargs
     ):
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is not None:  # TRL's own SFTConfig has no check of ours: refuse before the model loads
+            check_learning_rates(vars(training_args))
         # A model given by name may be the embedded default, which TRL would hand to the hub client
         if args and isinstance(args[0], str):
             args = (resolve_model_path(args[0]), *args[1:])
