@@ -560,6 +560,9 @@ def test_lora_trains_the_sid_rows_and_nothing_else_of_the_base(smol_tokenizer, t
         timeout=300,
     )
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert "- Stage: a LoRA run merged into its base" in card and f"`{tmp_path / 'adapter'}`" in card
+    assert f'Recommender.from_pretrained("{tmp_path / "merged"}")' in card
     merged, merged_tokenizer, sid_map = load_recommender(str(tmp_path / "merged"))  # a plain HF folder
     assert not hasattr(merged, "peft_config") and get_lasar(merged) is not None
     histories = [list(w.history) for w in latent_windows(tiny_sid_map, rows=6)]

@@ -12,7 +12,7 @@ from lasar_trl.configs import CotArguments
 from lasar_trl.cot.dataset import latent_sft_dataset
 from lasar_trl.cot.sources import rationales
 from lasar_trl.data import load_dataset_spec, training_windows
-from lasar_trl.modeling.checkpoint import load_recommender, save_recommender
+from lasar_trl.modeling.checkpoint import MAX_HISTORY_KEY, load_recommender, save_recommender
 from lasar_trl.modeling.lasar import LasarConfig, attach_lasar
 from lasar_trl.sid.sid_map import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN, add_sid_tokens
@@ -85,12 +85,13 @@ def test_stage1_from_a_base_model_writes_it_with_the_sid_vocabulary_for_trls_sft
         smol_tokenizer.save_pretrained(base)
     out = tmp_path / "out"
     options = dict(stage=1, output_dir=str(out), dataset=spec, sid_map=str(tmp_path / "sids"), max_train_samples=8)
-    run(PrepareDataArguments(**options, model_name_or_path=base, prompt_template="compact"))
+    run(PrepareDataArguments(**options, model_name_or_path=base, prompt_template="compact", max_history=3))
     assert set(load(out, tmp_path)) == {"train", "validation"}  # the model folder is not read as data
     model, tokenizer, model_map = load_recommender(str(out / "model"))  # checks its tokenizer has the SIDs
     assert model_map == sid_map and BOT_TOKEN in tokenizer.get_vocab()
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
     assert getattr(model.config, PROMPT_TEMPLATE_KEY) == "compact"  # what stages 2 and 3 will prompt with
+    assert getattr(model.config, MAX_HISTORY_KEY) == 3  # and how many items, for evaluation and Recommender
     if base.startswith("scratch:"):
         assert len(tokenizer) < len(smol_tokenizer)  # its own tokenizer, trained on the dataset's text
     else:  # the base's own rows are kept

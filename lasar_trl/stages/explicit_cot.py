@@ -15,7 +15,7 @@ from ..modeling.lasar import get_lasar
 from ..sid.tokenizer import EOT_TOKEN, add_eot_token
 from ..tasks import check_items_known, history_prompt, prompt_template_of
 from ..trainers.sft import SidSFTTrainer
-from .common import load_stage1_checkpoint, setup_run, train_save_and_evaluate
+from .common import load_stage1_checkpoint, record_max_history, setup_run, train_save_and_evaluate
 
 
 def run(
@@ -34,6 +34,7 @@ def run(
     add_eot_token(model, tokenizer)
     data = load_dataset_spec(script_args.dataset, max_history=script_args.max_history)
     check_items_known(data, sid_map)
+    record_max_history(model, script_args.max_history, model_args.model_name_or_path)
 
     # The samples and CoTs Stage 2 trains on (same seed and count), shared through the teacher cache.
     windows = training_windows(data, script_args.max_train_samples, training_args.seed)
@@ -53,5 +54,7 @@ def run(
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         sid_map=sid_map,
+        stage="explicit-CoT SFT (baseline)",
+        dataset_name=data.name,
     )
     train_save_and_evaluate(trainer, sid_map, data, script_args, label="explicit CoT")

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..atomic import atomic_path
 from ..configs import CotArguments, RecScriptArguments, check_choices, check_positive
@@ -40,12 +39,10 @@ from ..data.schema import RecData
 from ..modeling.checkpoint import SID_MAP_FILE, load_recommender, require_recommender_folder, save_recommender
 from ..modeling.lasar import has_lasar
 from ..modeling.loading import resolve_model_path
-from ..modeling.scratch import build_scratch_backbone, is_scratch
 from ..sid.sid_map import MAP_FILE, STATS_FILE, SidMap
-from ..sid.tokenizer import add_sid_tokens
-from ..tasks import PROMPT_TEMPLATE_KEY, check_items_known, prompt_template_of, recommendation_dataset, stage1_dataset
+from ..tasks import check_items_known, prompt_template_of, recommendation_dataset, stage1_dataset
 from ..trainers.lasar_common import ANCHORS_COLUMN
-from .stage1 import prepare_sid_map, scratch_tokenizer_texts, shuffled_subset, validation_rows
+from .stage1 import prepare_sid_map, shuffled_subset, stage1_model, validation_rows
 from .stage2 import LATENT_SFT_COLUMNS, RL_COLUMNS, latent_rows
 
 DATA_DIR = "data"
@@ -227,16 +224,17 @@ def stage1_splits(args: PrepareDataArguments, data: RecData, output_dir: str) ->
 
 
 def save_stage1_model(args: PrepareDataArguments, data: RecData, sid_map: SidMap, folder: str) -> None:
-    """`args.model_name_or_path` with the SID tokens and `<bot>` added and the rows' prompt template
-    recorded, as recipes/sft_stage1.py prepares it, saved as a recommender folder (its SID map inside)."""
-    model_path = resolve_model_path(args.model_name_or_path)
-    if is_scratch(model_path):
-        model, tokenizer = build_scratch_backbone(model_path, scratch_tokenizer_texts(data, sid_map), seed=args.seed)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=args.dtype)
-    add_sid_tokens(model, tokenizer, sid_map)
-    setattr(model.config, PROMPT_TEMPLATE_KEY, args.stage1_template)
+    """`args.model_name_or_path` as recipes/sft_stage1.py prepares it (`stage1_model`), saved as a
+    recommender folder (its SID map inside)."""
+    model, tokenizer = stage1_model(
+        resolve_model_path(args.model_name_or_path),
+        data,
+        sid_map,
+        template=args.stage1_template,
+        max_history=args.max_history,
+        seed=args.seed,
+        dtype=args.dtype,
+    )
     save_recommender(model, tokenizer, sid_map, folder)
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import ModelConfig, SFTConfig, get_peft_config
 
 from ..configs import RecScriptArguments, default_model
@@ -46,27 +46,22 @@ def run(script_args: RecScriptArguments, training_args: SFTConfig, model_args: M
     check_items_known(data, sid_map)
 
     # Model with the SID vocabulary.
-    if is_scratch(model_path):
-        if model_args.use_peft:
-            raise ValueError(
-                f"--use_peft with --model_name_or_path {model_path}: LoRA on a randomly initialised "
-                "backbone trains adapters over noise; train it whole (LoRA works from its Stage-1 folder)"
-            )
-        model, tokenizer = build_scratch_backbone(
-            model_path, scratch_tokenizer_texts(data, sid_map), seed=training_args.seed
+    if is_scratch(model_path) and model_args.use_peft:
+        raise ValueError(
+            f"--use_peft with --model_name_or_path {model_path}: LoRA on a randomly initialised "
+            "backbone trains adapters over noise; train it whole (LoRA works from its Stage-1 folder)"
         )
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
-        model = AutoModelForCausalLM.from_pretrained(
-            model_path,
-            revision=model_args.model_revision,
-            dtype=model_args.dtype,
-            attn_implementation=model_args.attn_implementation,
-        )
-    added = add_sid_tokens(model, tokenizer, sid_map)
-    logger.info("Added %d tokens (SID codes and <bot>); vocabulary is now %d", added, len(tokenizer))
-    setattr(model.config, PROMPT_TEMPLATE_KEY, script_args.prompt_template)  # what later stages prompt with
-    record_max_history(model, script_args.max_history, model_path)
+    model, tokenizer = stage1_model(
+        model_path,
+        data,
+        sid_map,
+        template=script_args.prompt_template,
+        max_history=script_args.max_history,
+        seed=training_args.seed,
+        revision=model_args.model_revision,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+    )
 
     if script_args.stage1_layout == "sequences":
         train_dataset = stage1_sequence_dataset(data, sid_map, tokenizer, script_args.max_history)
@@ -90,6 +85,25 @@ def run(script_args: RecScriptArguments, training_args: SFTConfig, model_args: M
     )
 
     train_save_and_evaluate(trainer, sid_map, data, script_args, label="stage1 (N=0)")
+
+
+def stage1_model(
+    model_path: str, data: RecData, sid_map: SidMap, *, template: str, max_history: int, seed: int, **load_kwargs
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model Stage 1 trains: `model_path` (a `scratch:` preset, built from `seed` with a tokenizer
+    trained on the data's text, or a pretrained model loaded with `load_kwargs`) with the SID tokens
+    and `<bot>` added, and the prompt template and history length that later stages read recorded."""
+    if is_scratch(model_path):
+        model, tokenizer = build_scratch_backbone(model_path, scratch_tokenizer_texts(data, sid_map), seed=seed)
+    else:
+        revision = load_kwargs.get("revision")
+        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs)
+    added = add_sid_tokens(model, tokenizer, sid_map)
+    logger.info("Added %d tokens (SID codes and <bot>); vocabulary is now %d", added, len(tokenizer))
+    setattr(model.config, PROMPT_TEMPLATE_KEY, template)  # what later stages prompt with
+    record_max_history(model, max_history, model_path)
+    return model, tokenizer
 
 
 def shuffled_subset(rows: Dataset, max_samples: int | None, seed: int) -> Dataset:
