@@ -117,7 +117,7 @@ def ratios(variants: dict) -> dict:
     }
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=list(BUDGETS), default="smoke")
     parser.add_argument("--run_dir", help="a quality run (DATASET/seedS folder); default: by budget")
@@ -127,7 +127,11 @@ def main() -> None:
     parser.add_argument("--max_rationale_tokens", type=int, default=128, help="explicit CoT's longest rationale")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output_json", default="benchmarks/results/latency.json")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     budget = BUDGETS[args.budget]
     run_dir = args.run_dir or budget["run_dir"]
     if args.device == "cpu":

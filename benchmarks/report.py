@@ -226,14 +226,18 @@ def save(figure, path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality_json", default="benchmarks/results/quality.json")
     parser.add_argument("--latency_json", default="benchmarks/results/latency.json")
     parser.add_argument("--output", default="docs/results.md", help="the report; plots go to results/ beside it")
     parser.add_argument("--main_job_json", default="benchmarks/results/main_job_ml100k.json")
     parser.add_argument("--readme", default="README.md", help="its main-job-results block is rewritten")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     with open(args.main_job_json) as file:
         readme = replace_between_markers(
             Path(args.readme).read_text(), "main-job-results", main_job_section(json.load(file), args.main_job_json)

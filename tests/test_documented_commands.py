@@ -15,7 +15,6 @@ CPU size (tests/test_benchmarks.py: quality.py, latency.py and report.py at the 
 gpu_smoke.py and stage1_throughput.py on tiny data); decode.py, latent_latency.py and
 stage2_step.py are run by hand (docs/evaluation.md)."""
 
-import argparse
 import importlib
 import os
 import re
@@ -110,32 +109,13 @@ def test_the_docs_show_every_benchmark():
     assert wanted <= shown, shown
 
 
-class Parsed(Exception):
-    """Stops a script's main() once argparse has accepted its command line."""
-
-
 @pytest.fixture
 def parse(monkeypatch):
-    """parse(script, argv): `argv` through the benchmark script's own parser, running nothing.
-
-    A script's `parse_args` does it. benchmarks/latency.py and report.py build their parser
-    inside main() for now: main() runs until argparse has parsed, and stops there."""
+    """parse(script, argv): `argv` through the benchmark script's own `parse_args`, running nothing."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their sibling common.py
 
     def parse_with_the_scripts_parser(script: str, argv: list[str]) -> None:
-        module = importlib.import_module(Path(script).stem)
-        if hasattr(module, "parse_args"):
-            module.parse_args(argv)
-            return
-        parse_args = argparse.ArgumentParser.parse_args
-
-        def parse_and_stop(parser, args=None, namespace=None):
-            raise Parsed(parse_args(parser, args, namespace))
-
-        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_and_stop)
-        monkeypatch.setattr(sys, "argv", [script, *argv])
-        with pytest.raises(Parsed):
-            module.main()
+        importlib.import_module(Path(script).stem).parse_args(argv)
 
     return parse_with_the_scripts_parser
 
