@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
@@ -48,7 +48,7 @@ class RecommenderCheckpointMixin:
     def __init__(
         self, *args, sid_map: SidMap | None = None, stage: str | None = None, dataset_name: str | None = None, **kwargs
     ):
-        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        training_args = kwargs.get("args") or next((a for a in args if isinstance(a, TrainingArguments)), None)
         if training_args is not None:  # TRL's own SFTConfig has no check of ours: refuse before the model loads
             check_learning_rates(vars(training_args))
         # A model given by name may be the embedded default, which TRL would hand to the hub client
