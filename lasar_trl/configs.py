@@ -156,12 +156,22 @@ def check_positive(config, *names: str) -> None:
 
 
 def check_learning_rates(options: Mapping[str, object]) -> None:
-    """Every learning rate set (`learning_rate`, `*_learning_rate`) is > 0: Adam refuses another only
-    when training starts, after the model has loaded. `options`: a parsed command line (`vars` of the
-    namespace) or a config (`vars(config)`)."""
-    for name, value in options.items():
-        if (name == "learning_rate" or name.endswith("_learning_rate")) and value is not None and float(value) <= 0:
-            raise ValueError(f"--{name} must be > 0, got {value}")
+    """Learning rates (`learning_rate`, `*_learning_rate`) are >= 0 and at least one set is > 0: Adam
+    refuses a negative one only when training starts, after the model has loaded, and with every rate
+    at 0 nothing trains. A rate of 0 beside another above it is allowed (e.g. `learning_rate 0` with a
+    `policy_head_learning_rate` trains the Policy Head alone). `options`: a parsed command line (`vars`
+    of the namespace) or a config (`vars(config)`)."""
+    rates = {
+        name: float(value)
+        for name, value in options.items()
+        if (name == "learning_rate" or name.endswith("_learning_rate")) and value is not None
+    }
+    for name, value in rates.items():
+        if value < 0:
+            raise ValueError(f"--{name} must be >= 0, got {value}")
+    if rates and max(rates.values()) == 0:
+        flags = ", ".join(f"--{name}" for name in rates)
+        raise ValueError(f"{flags}: every learning rate is 0, so nothing would train; set one above 0")
 
 
 def default_model(name_or_path: str | None) -> str:
@@ -177,8 +187,8 @@ def bf16_supported(use_cpu: bool) -> bool:
 class RecipeParser(TrlParser):
     """`TrlParser` for the training recipes. Between the command line (and yaml) and the configs:
     TRL turns `bf16` on by default, and on a machine without bf16 (CPU only) transformers then refuses
-    the config, so bf16 is turned off there with a warning; a learning rate <= 0, which would fail
-    inside the optimiser once the model has loaded, is refused."""
+    the config, so bf16 is turned off there with a warning; learning rates that `check_learning_rates`
+    refuses are refused before any model loads."""
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, remaining = super().parse_known_args(args, namespace)
