@@ -126,7 +126,7 @@ def test_collator_refuses_a_prompt_that_does_not_end_in_bot():
         (dict(align_kind="l1"), "align_kind"),
         (dict(align_temperature=0.0), "align_temperature"),
         (dict(latent_projection="mlp"), "latent_projection"),
-        (dict(policy_head_learning_rate=0.0), "policy_head_learning_rate"),
+        (dict(policy_head_learning_rate=-1e-3), "policy_head_learning_rate"),
         (dict(packing=True), "packing"),
         (dict(padding_free=True), "padding_free"),
         (dict(completion_only_loss=False), "completion_only_loss"),
