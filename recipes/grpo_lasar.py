@@ -24,8 +24,10 @@ import os
 import sys
 
 from lasar_trl.stages import main_job
+from lasar_trl.stages.common import end_run
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpo_lasar.yaml")
 
 if __name__ == "__main__":
     main_job.run(*main_job.parse_args(sys.argv[1:], DEFAULT_CONFIG))
+    end_run()

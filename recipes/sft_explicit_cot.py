@@ -13,7 +13,9 @@ from trl import ModelConfig, SFTConfig
 
 from lasar_trl.configs import CotArguments, RecipeParser, RecScriptArguments
 from lasar_trl.stages import explicit_cot
+from lasar_trl.stages.common import end_run
 
 if __name__ == "__main__":
     parser = RecipeParser((RecScriptArguments, CotArguments, SFTConfig, ModelConfig))
     explicit_cot.run(*parser.parse_args_and_config())
+    end_run()

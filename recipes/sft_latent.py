@@ -15,8 +15,10 @@ from trl import ModelConfig
 
 from lasar_trl.configs import CotArguments, RecipeParser, RecScriptArguments
 from lasar_trl.stages import stage2
+from lasar_trl.stages.common import end_run
 from lasar_trl.trainers.lasar_sft_config import LasarSFTConfig
 
 if __name__ == "__main__":
     parser = RecipeParser((RecScriptArguments, CotArguments, LasarSFTConfig, ModelConfig))
     stage2.run(*parser.parse_args_and_config())
+    end_run()

@@ -15,7 +15,9 @@ from trl import ModelConfig, SFTConfig
 
 from lasar_trl.configs import RecipeParser, RecScriptArguments
 from lasar_trl.stages import stage1
+from lasar_trl.stages.common import end_run
 
 if __name__ == "__main__":
     parser = RecipeParser((RecScriptArguments, SFTConfig, ModelConfig))
     stage1.run(*parser.parse_args_and_config())
+    end_run()

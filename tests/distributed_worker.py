@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 from lasar_trl.modeling.checkpoint import load_recommender
 from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.sid import SidMap
+from lasar_trl.stages.common import end_run
 from lasar_trl.trainers import LasarGRPOTrainer
 
 GLOBAL_BATCH = 8
@@ -87,6 +88,7 @@ def main(scenario: str, out_dir: str, zero_stage: int = 0) -> None:
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world": world, "logs": logs, "local_depth_maxima": depth_maxima}, f)
+    end_run()
 
 
 if __name__ == "__main__":

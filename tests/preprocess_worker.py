@@ -18,6 +18,7 @@ from lasar_trl.cot.teacher import generate_cached
 from lasar_trl.modeling.loading import EMBEDDED_MODEL, resolve_model_path
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import add_sid_tokens
+from lasar_trl.stages.common import end_run
 from lasar_trl.tasks import history_prompt
 
 SAMPLES = 7  # odd, and with a repeat: shares of distinct samples are uneven
@@ -69,3 +70,4 @@ if __name__ == "__main__":
         json.dump(
             {"asked": teacher.asked, "extracted": extracted, "cots": cots, "anchors": [a.tolist() for a in anchors]}, f
         )
+    end_run()

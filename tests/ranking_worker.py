@@ -11,6 +11,7 @@ from accelerate import PartialState
 
 from lasar_trl.rewards import RankingReward
 from lasar_trl.sid import SidMap
+from lasar_trl.stages.common import end_run
 
 GROUP, ROWS = 4, 12
 
@@ -50,5 +51,4 @@ if __name__ == "__main__":
     rewards = RankingReward(sid_map, tokenizer, GROUP)(prompts=[""] * local, completions=[""] * local, **mine)
     with open(f"{sys.argv[1]}/rank{state.process_index}.json", "w") as f:
         json.dump(rewards, f)
-    state.wait_for_everyone()
-    state.destroy_process_group()  # a gloo group left to interpreter exit can abort ("terminate called ...")
+    end_run()

@@ -8,7 +8,7 @@ from lasar_trl.data.schema import DataFormatError, RecData, Window
 from lasar_trl.data.splits import leave_one_out
 from lasar_trl.sid import SidMap
 from lasar_trl.sid.tokenizer import BOT_TOKEN
-from lasar_trl.stages.common import cpu_threads
+from lasar_trl.stages.common import cpu_threads, end_run
 from lasar_trl.tasks import (
     PROMPT_TEMPLATE,
     chain_windows,
@@ -134,3 +134,10 @@ def test_cpu_threads_respects_the_users_setting():
     assert cpu_threads({"OMP_NUM_THREADS": "3", "ACCELERATE_MIXED_PRECISION": "no"}, cores=8, current=3) == 3
     assert cpu_threads({"LASAR_NUM_THREADS": "4", "OMP_NUM_THREADS": "1"}, cores=8, current=1) == 4
     assert cpu_threads({"LOCAL_WORLD_SIZE": "2"}, cores=8, current=1) == 1
+
+
+def test_end_run_closes_the_process_group_and_is_a_no_op_without_one(tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    end_run()
+    assert not torch.distributed.is_initialized()
+    end_run()  # a single-process run never made one

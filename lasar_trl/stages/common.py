@@ -38,6 +38,15 @@ def setup_run(training_args: TrainingArguments) -> None:
     torch.set_num_threads(cpu_threads(os.environ, len(os.sched_getaffinity(0)), torch.get_num_threads()))
 
 
+def end_run() -> None:
+    """Close a multi-process run's process group once every rank is done, while Python is still
+    whole: gloo's threads left to interpreter exit can abort a finished rank ("terminate called
+    without an active exception"), failing the launch after everything was saved."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def cpu_threads(environ: dict[str, str], cores: int, current: int) -> int:
     """Torch threads for this process: LASAR_NUM_THREADS if set; the current count on a GPU, under
     several processes, or when the user set OMP_NUM_THREADS; else every core.
