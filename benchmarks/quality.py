@@ -245,13 +245,13 @@ def main() -> None:
     # Seeds outer, datasets inner, and the JSON rewritten after every finished run: a run stopped early
     # (or a budget that allows only one seed of a dataset) leaves a valid report of what was measured,
     # and running the same budget again into the same JSON measures only the runs it lacks.
+    # Recorded per seed (`measured_by`): seeds kept from an earlier run keep the command and machine that measured them.
+    this_run = {"command": command_line(), "machine": machine_info("cpu", torch.float32)}
     report = {
-        "command": command_line(),
         "budget": args.budget,
         "recipes_sha256": recipes_fingerprint(),
         "seeds": seeds,
         "complete": False,
-        "machine": machine_info("cpu", torch.float32),
         "datasets": {},
     }
     if os.path.isfile(args.output_json):
@@ -262,7 +262,7 @@ def main() -> None:
     for seed in seeds:
         for spec in dataset_specs:
             result = report["datasets"].setdefault(
-                spec, {"seeds": [], "evaluation": {}, "variants": {}, "commands": {}, "run_dirs": {}}
+                spec, {"seeds": [], "evaluation": {}, "variants": {}, "commands": {}, "run_dirs": {}, "measured_by": {}}
             )
             if seed in result["seeds"]:
                 print(f"{spec} seed {seed}: already in {args.output_json}", flush=True)
@@ -298,6 +298,7 @@ def main() -> None:
                 variant["mean"], variant["spread"] = summarize(variant["per_seed"])
             result["seeds"].append(seed)
             result["run_dirs"][seed] = run_dir
+            result["measured_by"][seed] = this_run
             report["complete"] = all(
                 s in report["datasets"].get(d, {"seeds": []})["seeds"] for s in seeds for d in dataset_specs
             )

@@ -1,15 +1,17 @@
 """Turn the benchmark JSON into docs/results.md with tables and PNG plots, and README's headline table.
 
-    python benchmarks/report.py        # reads benchmarks/results/{quality,latency,main_job_ml100k}.json
+    python benchmarks/report.py        # reads the JSON in benchmarks/results/ (quality, latency*, main_job_ml100k)
 
 Only what the JSON holds is shown, each table with the command that measured it and the
 machine it ran on:
   quality table          per dataset, every variant's mean (and spread over seeds) of HR@5/10/20,
                          NDCG@5/10/20, mean depth and training minutes
-  latency table + bars   ms per request per variant and configuration, and the ratios
+  latency table + bars   per latency JSON (one dataset's quality run each): ms per request per
+                         variant and configuration, and the ratios
   depth histograms       the depths LASAR chose before RL (Stage 2) and after (Stage 3)
   training curves        GRPO reward and mean depth, Stage-2 alignment KL, from the Trainers'
-                         trainer_state.json in the quality run of the latency benchmark
+                         trainer_state.json in the quality run of the first latency JSON whose
+                         run folder is still on disk
 """
 
 from __future__ import annotations
@@ -87,8 +89,7 @@ def quality_section(quality: dict) -> list[str]:
     lines = [
         "## Quality",
         "",
-        f"Command: `{quality['command']}` (budget `{quality['budget']}`, seeds "
-        f"{quality['seeds']}). Machine: {machine_line(quality['machine'])}.",
+        f"Budget `{quality['budget']}`, seeds {quality['seeds']}.",
         "",
     ]
     if not quality["complete"]:
@@ -98,12 +99,18 @@ def quality_section(quality: dict) -> list[str]:
         ]
     for dataset, result in quality["datasets"].items():
         evaluation = result["evaluation"]
+        runs: dict[str, list[str]] = {}  # seeds by the command and machine that measured them
+        for seed, run in result["measured_by"].items():
+            runs.setdefault(f"`{run['command']}` on {machine_line(run['machine'])}", []).append(seed)
         lines += [
             f"### {dataset} (seeds {result['seeds']})",
             "",
+            *(f"Seeds {', '.join(seeds)}: {run}." for run, seeds in runs.items()),
+            "",
             f"{evaluation['users']} test users, {evaluation['num_beams']} beams, exclude_history="
             f"{evaluation['exclude_history']}; mean over seeds (spread max - min in brackets when >1 seed); "
-            f"train minutes are on top of the shared Stage 1 ({evaluation['stage1_train_minutes']:.1f} min).",
+            f"train minutes are on top of the shared Stage 1 (seed {result['seeds'][-1]}'s took "
+            f"{evaluation['stage1_train_minutes']:.1f} min).",
             "",
             "| variant | " + " | ".join(QUALITY_COLUMNS) + " |",
             "|---" * (len(QUALITY_COLUMNS) + 1) + "|",
@@ -127,10 +134,10 @@ def quality_section(quality: dict) -> list[str]:
     return lines
 
 
-def latency_section(latency: dict, out_dir: Path) -> list[str]:
+def latency_section(latency: dict, out_dir: Path, plot_name: str) -> list[str]:
     variants = list(latency["configurations"][0]["variants"])
     lines = [
-        "## Latency",
+        f"## Latency: {latency['dataset']}",
         "",
         f"Command: `{latency['command']}` ({latency['requests']} {latency['dataset']} test "
         f"requests, {latency['repeats']} repeat(s), checkpoints of `{latency['run_dir']}`). Machine: "
@@ -169,8 +176,8 @@ def latency_section(latency: dict, out_dir: Path) -> list[str]:
         axis.set_xticks(range(len(variants)), [v.split(" (")[0] for v in variants], rotation=45, ha="right")
         axis.set_title(f"batch {config['batch_size']}, beams {config['num_beams']}", fontsize=9)
         axis.set_ylabel("ms / request")
-    save(figure, out_dir / "latency.png")
-    return [*lines, "", "![latency per variant](results/latency.png)", ""]
+    save(figure, out_dir / plot_name)
+    return [*lines, "", f"![latency per variant](results/{plot_name})", ""]
 
 
 def depth_section(quality: dict, out_dir: Path) -> list[str]:
@@ -229,7 +236,12 @@ def save(figure, path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality_json", default="benchmarks/results/quality.json")
-    parser.add_argument("--latency_json", default="benchmarks/results/latency.json")
+    parser.add_argument(
+        "--latency_json",
+        nargs="+",
+        default=["benchmarks/results/latency.json", "benchmarks/results/latency_industrial.json"],
+        help="one latency.py output per dataset",
+    )
     parser.add_argument("--output", default="docs/results.md", help="the report; plots go to results/ beside it")
     parser.add_argument("--main_job_json", default="benchmarks/results/main_job_ml100k.json")
     parser.add_argument("--readme", default="README.md", help="its main-job-results block is rewritten")
@@ -244,12 +256,14 @@ def main() -> None:
         )
     with atomic_path(Path(args.readme)) as temp:
         temp.write_text(readme, encoding="utf-8")
-    quality, latency = json.load(open(args.quality_json)), json.load(open(args.latency_json))
-    if not os.path.isdir(latency["run_dir"]):
+    quality = json.load(open(args.quality_json))
+    latencies = {Path(path).stem: json.load(open(path)) for path in args.latency_json}
+    curves_run = next((lat["run_dir"] for lat in latencies.values() if os.path.isdir(lat["run_dir"])), None)
+    if curves_run is None:
         raise SystemExit(
-            f"wrote only the main-job table of {args.readme}: {latency['run_dir']} ({args.latency_json}'s run_dir) is "
-            f"missing, and {args.output}'s training curves come from its trainer_state.json files; rerun "
-            "benchmarks/latency.py (or restore that folder) to regenerate the report"
+            f"wrote only the main-job table of {args.readme}: no run_dir of {' '.join(args.latency_json)} exists, "
+            f"and {args.output}'s training curves come from one's trainer_state.json files; rerun "
+            "benchmarks/latency.py (or restore a run folder) to regenerate the report"
         )
     output = Path(args.output)
     plots = output.parent / "results"
@@ -258,14 +272,15 @@ def main() -> None:
         "# Results",
         "",
         "Generated by `python benchmarks/report.py` from "
-        f"`{args.quality_json}` and `{args.latency_json}`; every number below was measured by the "
+        f"`{args.quality_json}` and `{'`, `'.join(args.latency_json)}`; every number below was measured by the "
         "command shown with it.",
         "",
     ]
     lines += quality_section(quality)
     lines += depth_section(quality, plots)
-    lines += latency_section(latency, plots)
-    lines += curves_section(latency["run_dir"], plots)
+    for stem, latency in latencies.items():
+        lines += latency_section(latency, plots, f"{stem}.png")
+    lines += curves_section(curves_run, plots)
     with atomic_path(output) as temp:
         temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {output}, {plots}/*.png and the main-job table of {args.readme}")

@@ -196,7 +196,7 @@ def test_quality_latency_and_report_at_smoke_budget(smol_path, tiny_recbole_dir,
     text = report.read_text()
     for heading in ("## Quality", "## Depth before and after RL", "## Latency", "## Training curves"):
         assert heading in text, heading
-    assert quality["command"] in text and latency["command"] in text
+    assert result["measured_by"]["42"]["command"] in text and latency["command"] in text
     plots = sorted((tmp_path / "docs" / "results").glob("*.png"))
     assert [p.name for p in plots] == ["depth_histograms.png", "latency.png", "training_curves.png"]
     for plot in plots:
