@@ -51,4 +51,5 @@ if __name__ == "__main__":
     rewards = RankingReward(sid_map, tokenizer, GROUP)(prompts=[""] * local, completions=[""] * local, **mine)
     with open(f"{sys.argv[1]}/rank{state.process_index}.json", "w") as f:
         json.dump(rewards, f)
+    state.wait_for_everyone()
     end_run()

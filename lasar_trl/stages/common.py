@@ -39,11 +39,11 @@ def setup_run(training_args: TrainingArguments) -> None:
 
 
 def end_run() -> None:
-    """Close a multi-process run's process group once every rank is done, while Python is still
-    whole: gloo's threads left to interpreter exit can abort a finished rank ("terminate called
-    without an active exception"), failing the launch after everything was saved."""
+    """Close a multi-process run's process group while Python is still whole: gloo's threads left
+    to interpreter exit can abort a finished rank ("terminate called without an active exception"),
+    failing the launch after everything was saved. No barrier: the other ranks may still be
+    evaluating on the main process, for longer than a collective's timeout."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
